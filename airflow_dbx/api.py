@@ -182,6 +182,7 @@ class TaskRun:
     state: RunState
     attempt_number: int = 0
     depends_on: tuple[str, ...] = ()
+    is_notebook: bool = False
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ class Run:
                 state=RunState.from_dict(task),
                 attempt_number=int(task.get("attempt_number", 0)),
                 depends_on=tuple(dep["task_key"] for dep in task.get("depends_on", ())),
+                is_notebook="notebook_task" in task,
             )
             for task in data.get("tasks", ())
         )
@@ -226,6 +228,40 @@ class Run:
     def failed_tasks(self) -> list[TaskRun]:
         """The task runs that ended without success, in the order the API lists them."""
         return [t for t in self.tasks if t.state.is_terminal and not t.state.is_successful()]
+
+
+def output_targets(run: Run, *, successful: bool) -> list[TaskRun]:
+    """The task runs whose runs/get-output is worth reading once ``run`` has ended.
+
+    A failed run needs its failed tasks' errors for the report; a successful one, its
+    notebooks' results for XCom.
+    """
+    if not successful:
+        return run.failed_tasks()
+    return [task for task in run.tasks if task.is_notebook]
+
+
+def summarise_run(
+    run: Run, outputs: Mapping[int, Mapping[str, Any]], *, allow_success_with_failures: bool = False
+) -> dict[str, Any]:
+    """What a finished run means for its Airflow task, as plain JSON (a trigger event payload)."""
+    successful = run.state.is_successful(allow_success_with_failures=allow_success_with_failures)
+    results = {
+        task.task_key: outputs[task.run_id]["notebook_output"]["result"]
+        for task in run.tasks
+        if task.is_notebook and "result" in (outputs.get(task.run_id, {}).get("notebook_output") or {})
+    }
+    notebook_output: Any = results or None
+    if len(run.tasks) == 1 and results:
+        notebook_output = next(iter(results.values()))
+    return {
+        "run_id": run.run_id,
+        "run_page_url": run.run_page_url,
+        "state": run.state.to_dict(),
+        "successful": successful,
+        "report": None if successful else format_failure_report(run, outputs),
+        "notebook_output": notebook_output,
+    }
 
 
 def format_failure_report(
