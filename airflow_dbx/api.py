@@ -11,6 +11,7 @@ import decimal
 import hashlib
 import json
 import random
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -295,16 +296,19 @@ def format_failure_report(
 # --------------------------------------------------------------------------- polling
 
 
-def poll_delays(period: float, *, first: float = 1.0, floor: float = 2.0, growth: float = 0.18) -> Iterator[float]:
+def poll_delays(
+    period: float, *, waited: float = 0.0, first: float = 1.0, floor: float = 2.0, growth: float = 0.18
+) -> Iterator[float]:
     """Seconds to sleep before each status check of a run.
 
     The first check comes soon (a run that fails at once is reported at once); then each
     wait is ``growth`` times the time waited so far, never under ``floor`` nor over
     ``period``, with +-10% jitter so thousands of waiters do not poll in lockstep. A run
     is thus seen to end within about 10% of its length, and a long run costs few requests.
+    ``waited`` resumes the schedule of a wait that began earlier (a rebuilt trigger).
     """
-    elapsed = 0.0
-    delay = min(first, period)
+    elapsed = max(waited, 0.0)
+    delay = min(first if elapsed == 0 else max(growth * elapsed, floor), period)
     while True:
         delay *= random.uniform(0.9, 1.1)
         yield delay
@@ -328,6 +332,33 @@ RUN_NOW_PARAMETER_FIELDS = (
     "notebook_params", "python_params", "python_named_params", "jar_params",
     "spark_submit_params", "sql_params", "dbt_commands", "job_parameters",
 )
+
+
+class _Unrendered:
+    """Stands for a value that only exists after templating or an upstream task's XCom."""
+
+    def __repr__(self) -> str:
+        return "<rendered at run time>"
+
+
+UNRENDERED: Any = _Unrendered()
+
+
+def to_tasks_form(payload: Mapping[str, Any], task_key: str) -> dict[str, Any]:
+    """Move a single-task runs/submit body (``notebook_task`` and its cluster at the top) into ``tasks``.
+
+    Jobs API 2.1+ describes every run as a list of tasks; this keeps the Prefect-era single
+    task style working against it.
+    """
+    if payload.get("tasks") is not None:
+        return dict(payload)
+    out = dict(payload)
+    task: dict[str, Any] = {"task_key": re.sub(r"[^\w-]", "_", task_key)[:100] or "task"}
+    for name in (*SINGLE_TASK_FIELDS, "new_cluster", "existing_cluster_id", "libraries", "environment_key"):
+        if name in out:
+            task[name] = out.pop(name)
+    out["tasks"] = [task]
+    return out
 
 
 def merge_payload(json_arg: Mapping[str, Any] | str | None, named: Mapping[str, Any]) -> dict[str, Any]:
@@ -390,9 +421,11 @@ def validate_submit(payload: Mapping[str, Any]) -> None:
     if payload.get("tasks") is not None:
         if given:
             raise PayloadError(given[0], "give either tasks or a single task type, not both")
-        if not isinstance(payload["tasks"], list) or not payload["tasks"]:
+        if payload["tasks"] is UNRENDERED:
+            pass
+        elif not isinstance(payload["tasks"], list) or not payload["tasks"]:
             raise PayloadError("tasks", "expected a non-empty list of task objects")
-        for i, task in enumerate(payload["tasks"]):
+        for i, task in enumerate(payload["tasks"] if payload["tasks"] is not UNRENDERED else ()):
             if not isinstance(task, Mapping):
                 raise PayloadError(f"tasks[{i}]", f"expected a task object, got {type(task).__name__}")
             _check_cluster_spec(task, f"tasks[{i}].")
@@ -416,7 +449,7 @@ def validate_run_now(payload: Mapping[str, Any]) -> None:
     if has_id and (isinstance(payload["job_id"], bool) or not _is_int_like(payload["job_id"])):
         raise PayloadError("job_id", f"expected an integer job id, got {payload['job_id']!r}")
     for name in RUN_NOW_PARAMETER_FIELDS:
-        if payload.get(name) is not None:
+        if payload.get(name) is not None and payload[name] is not UNRENDERED:
             size = len(json.dumps(payload[name], default=str).encode())
             if size > PARAMETER_MAP_MAX_BYTES:
                 raise PayloadError(name, f"{size} bytes once encoded; the Jobs API takes at most {PARAMETER_MAP_MAX_BYTES}")
@@ -424,7 +457,7 @@ def validate_run_now(payload: Mapping[str, Any]) -> None:
 
 
 def _is_int_like(value: Any) -> bool:
-    return isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
+    return value is UNRENDERED or isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
 
 
 def _check_cluster_spec(spec: Mapping[str, Any], prefix: str) -> None:
@@ -434,7 +467,7 @@ def _check_cluster_spec(spec: Mapping[str, Any], prefix: str) -> None:
 
 def _check_token(payload: Mapping[str, Any]) -> None:
     token = payload.get("idempotency_token")
-    if token is not None and (not isinstance(token, str) or not 0 < len(token) <= IDEMPOTENCY_TOKEN_MAX_LENGTH):
+    if token is not None and token is not UNRENDERED and (not isinstance(token, str) or not 0 < len(token) <= IDEMPOTENCY_TOKEN_MAX_LENGTH):
         raise PayloadError("idempotency_token", f"expected a string of 1 to {IDEMPOTENCY_TOKEN_MAX_LENGTH} characters")
 
 

@@ -1,0 +1,398 @@
+"""The Databricks run operators: one contract for ``runs/submit`` and ``run-now``.
+
+Both operators build a request body the same way (named parameters merged over ``json``,
+normalised and validated), start or reattach to exactly one run per task try chain, then
+return at once, wait in the worker, or defer to :class:`DatabricksRunTrigger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator, BaseOperatorLink, conf
+from airflow.sdk.exceptions import AirflowTaskTimeout
+
+from airflow_dbx import api
+from airflow_dbx.hook import DatabricksHook
+from airflow_dbx.trigger import DatabricksRunTrigger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+    from airflow.sdk.types import TaskInstanceKey
+
+log = logging.getLogger(__name__)
+
+# A run that started this long before the POST which returned it belongs to an earlier try
+# (the margin absorbs clock skew between the worker and the workspace).
+_CLOCK_SKEW_SECONDS = 5.0
+
+XCOM_RUN_ID = "run_id"
+XCOM_JOB_ID = "job_id"
+XCOM_RUN_PAGE_URL = "run_page_url"
+XCOM_NOTEBOOK_OUTPUT = "notebook_output"
+
+
+class DatabricksRunLink(BaseOperatorLink):
+    """The "Databricks run" button on a task: the run page URL pushed to XCom at submission."""
+
+    name = "Databricks run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=XCOM_RUN_PAGE_URL) or ""
+
+
+def _is_literal(value: Any) -> bool:
+    """True when ``value`` is final at DAG parse time: no template and no XComArg inside."""
+    if isinstance(value, str):
+        return "{{" not in value and "{%" not in value
+    if isinstance(value, Mapping):
+        return all(_is_literal(k) and _is_literal(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_is_literal(item) for item in value)
+    # XComArg and the other values Airflow resolves at run time have ``resolve``.
+    return not callable(getattr(value, "resolve", None))
+
+
+class DatabricksRunOperatorBase(BaseOperator):
+    """What both operators share; subclasses name their endpoint and parameters.
+
+    :param json: the request body as a dict or a JSON string (or a ``.json`` template file).
+        Named parameters are merged over it and win; ``None`` means "not given".
+    :param databricks_conn_id: the Airflow connection to the workspace.
+    :param polling_period_seconds: the longest wait between two status checks. Checks start
+        a second after submission and space out as the run goes on.
+    :param databricks_retry_limit: attempts per API call before giving up.
+    :param databricks_retry_delay: base of the exponential backoff between attempts, seconds.
+    :param databricks_retry_args: tenacity arguments (``stop``, ``wait``) replacing the above.
+    :param idempotency_token: the token of the first run; by default one is derived from the
+        task instance, so a retried request never starts a second run.
+    :param wait_for_termination: wait for the run to end (default), or return once it started.
+    :param deferrable: wait in the triggerer instead of the worker.
+    :param allow_success_with_failures: count a SUCCESS_WITH_FAILURES run as a success.
+    """
+
+    endpoint: ClassVar[api.Endpoint]
+    named_fields: ClassVar[tuple[str, ...]] = ()
+    template_fields: Sequence[str] = ("json", "databricks_conn_id", "idempotency_token")
+    template_ext: Sequence[str] = (".json",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {"json": "json"}
+    operator_extra_links = (DatabricksRunLink(),)
+    ui_color = "#ff7a59"
+
+    def __init__(
+        self,
+        *,
+        json: Mapping[str, Any] | str | None = None,
+        databricks_conn_id: str = DatabricksHook.default_conn_name,
+        polling_period_seconds: float = 30,
+        databricks_retry_limit: int = 3,
+        databricks_retry_delay: float = 1,
+        databricks_retry_args: dict[str, Any] | None = None,
+        idempotency_token: str | None = None,
+        wait_for_termination: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        allow_success_with_failures: bool = False,
+        named: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        api.check_positive("polling_period_seconds", polling_period_seconds)
+        api.check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
+        api.check_positive("databricks_retry_delay", databricks_retry_delay)
+        self.json = json
+        self.databricks_conn_id = databricks_conn_id
+        self.polling_period_seconds = polling_period_seconds
+        self.databricks_retry_limit = databricks_retry_limit
+        self.databricks_retry_delay = databricks_retry_delay
+        self.databricks_retry_args = databricks_retry_args
+        self.idempotency_token = idempotency_token
+        self.wait_for_termination = wait_for_termination
+        self.deferrable = deferrable
+        self.allow_success_with_failures = allow_success_with_failures
+        for name in self.named_fields:
+            setattr(self, name, (named or {}).get(name))
+        self._run_id: int | None = None
+        self._check_at_parse_time()
+
+    # ------------------------------------------------------------------ payload
+
+    def _named_values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.named_fields}
+
+    def _check_at_parse_time(self) -> None:
+        """Validate what is already known, so a literal mistake fails the DAG file, not the run."""
+        if not _is_literal(self.json) or (
+            isinstance(self.json, str) and self.json.endswith(tuple(self.template_ext))
+        ):
+            return
+        known = {"idempotency_token": self.idempotency_token, **self._named_values()}
+        payload = api.merge_payload(self.json, {k: v if _is_literal(v) else api.UNRENDERED for k, v in known.items()})
+        literal = {k: v for k, v in payload.items() if v is not api.UNRENDERED}
+        api.normalise_payload(literal)
+        self.validate_payload({**payload, **api.normalise_payload(literal)})
+
+    def validate_payload(self, payload: Mapping[str, Any]) -> None:
+        """Refuse a body the endpoint would refuse; subclasses say how."""
+        raise NotImplementedError
+
+    def build_payload(self, hook: DatabricksHook) -> dict[str, Any]:
+        """The request body after rendering: merged, normalised, validated."""
+        named = {"idempotency_token": self.idempotency_token, **self._named_values()}
+        payload = api.normalise_payload(api.merge_payload(self.json, named))
+        self.validate_payload(payload)
+        return payload
+
+    # ------------------------------------------------------------------ execution
+
+    def _hook(self) -> DatabricksHook:
+        return DatabricksHook(
+            self.databricks_conn_id,
+            retry_limit=self.databricks_retry_limit,
+            retry_delay=self.databricks_retry_delay,
+            retry_args=self.databricks_retry_args,
+            caller=type(self).__name__,
+        )
+
+    def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
+        """Start a run; subclasses call their endpoint."""
+        raise NotImplementedError
+
+    def before_fresh_start(self, hook: DatabricksHook, payload: Mapping[str, Any]) -> None:
+        """Called once per task instance before its first run starts (run-now cancels others here)."""
+
+    def execute(self, context: Context) -> int:
+        hook = self._hook()
+        payload = self.build_payload(hook)
+        run = self._start_or_reattach(hook, payload, context)
+        self._run_id = run.run_id
+        self._publish(context, run)
+        if not self.wait_for_termination:
+            return run.run_id
+        if not run.state.is_terminal and self.deferrable:
+            self._defer(context, run)
+        try:
+            run = self._wait(hook, run)
+        except AirflowTaskTimeout:
+            log.warning("Execution timeout: cancelling Databricks run %s", run.run_id)
+            hook.cancel_run(run.run_id)
+            raise
+        return self._complete(context, self._summarise(hook, run))
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
+        """Resume after the trigger fired: its event carries the run's outcome."""
+        if event.get("timed_out"):
+            raise AirflowTaskTimeout(
+                f"Databricks run {event['run_id']} was cancelled: the task's execution_timeout "
+                f"passed while it waited. Run page: {event.get('run_page_url') or 'unknown'}"
+            )
+        return self._complete(context, event)
+
+    def on_kill(self) -> None:
+        if self._run_id is not None:
+            log.info("Task killed: cancelling Databricks run %s", self._run_id)
+            self._hook().cancel_run(self._run_id)
+
+    def _start_or_reattach(self, hook: DatabricksHook, payload: dict[str, Any], context: Context) -> api.Run:
+        """Exactly one run per task try chain.
+
+        Run ``n`` of the chain carries token generation ``n``. A new try walks the
+        generations: a run still active or already successful is reattached; a run that
+        ended otherwise sends it to the next generation, whose POST starts a fresh run.
+        """
+        ti = context["ti"]
+        chain = (ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        if ti.try_number <= 1:
+            self.before_fresh_start(hook, payload)
+        for generation in range(max(ti.try_number, 1)):
+            token = api.derive_idempotency_token(*chain, generation=generation, base=payload.get("idempotency_token"))
+            posted_at = time.time()
+            run = hook.get_run(self.post(hook, {**payload, "idempotency_token": token}))
+            if ti.try_number <= 1 or run.start_time / 1000 >= posted_at - _CLOCK_SKEW_SECONDS:
+                return run
+            if not run.state.is_terminal:
+                log.info("Reattaching to Databricks run %s, started by an earlier try", run.run_id)
+                return run
+            if run.state.is_successful(allow_success_with_failures=self.allow_success_with_failures):
+                log.info("Databricks run %s of an earlier try already succeeded", run.run_id)
+                return run
+            log.info("Databricks run %s of an earlier try ended %s", run.run_id, run.state.outcome)
+        raise api.DatabricksError(
+            f"Every earlier run of this task ended unsuccessfully and no fresh run could be started "
+            f"after {ti.try_number} token generations; check the workspace clock"
+        )
+
+    def _publish(self, context: Context, run: api.Run) -> None:
+        log.info("Databricks run %s: %s", run.run_id, run.run_page_url)
+        if self.do_xcom_push:
+            ti = context["ti"]
+            ti.xcom_push(key=XCOM_RUN_ID, value=run.run_id)
+            ti.xcom_push(key=XCOM_JOB_ID, value=run.job_id)
+            ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
+
+    def _defer(self, context: Context, run: api.Run) -> None:
+        deadline = None
+        if self.execution_timeout is not None:
+            start = context["ti"].start_date
+            deadline = (start.timestamp() if start else time.time()) + self.execution_timeout.total_seconds()
+        self.defer(
+            trigger=DatabricksRunTrigger(
+                run_id=run.run_id,
+                databricks_conn_id=self.databricks_conn_id,
+                polling_period_seconds=self.polling_period_seconds,
+                retry_limit=self.databricks_retry_limit,
+                retry_delay=self.databricks_retry_delay,
+                retry_args=self.databricks_retry_args,
+                deadline=deadline,
+                run_page_url=run.run_page_url,
+                allow_success_with_failures=self.allow_success_with_failures,
+                waiting_since=run.start_time / 1000 or None,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _wait(self, hook: DatabricksHook, run: api.Run) -> api.Run:
+        waited = max(time.time() - run.start_time / 1000, 0.0) if run.start_time else 0.0
+        delays = api.poll_delays(self.polling_period_seconds, waited=waited)
+        while not run.state.is_terminal:
+            time.sleep(next(delays))
+            previous, run = run.state.outcome, hook.get_run(run.run_id)
+            if run.state.outcome != previous:
+                log.info("Databricks run %s is %s", run.run_id, run.state.outcome)
+        return run
+
+    def _summarise(self, hook: DatabricksHook, run: api.Run) -> dict[str, Any]:
+        allow = self.allow_success_with_failures
+        targets = api.output_targets(run, successful=run.state.is_successful(allow_success_with_failures=allow))
+        outputs = {task.run_id: hook.get_run_output(task.run_id) for task in targets}
+        return api.summarise_run(run, outputs, allow_success_with_failures=allow)
+
+    def _complete(self, context: Context, outcome: Mapping[str, Any]) -> int:
+        self._run_id = None
+        if outcome.get("notebook_output") is not None and self.do_xcom_push:
+            context["ti"].xcom_push(key=XCOM_NOTEBOOK_OUTPUT, value=outcome["notebook_output"])
+        if not outcome["successful"]:
+            raise api.DatabricksRunFailed(
+                outcome["report"], run_id=outcome["run_id"], result_state=outcome["state"]["result_state"]
+            )
+        log.info("Databricks run %s succeeded", outcome["run_id"])
+        return int(outcome["run_id"])
+
+
+class DatabricksSubmitRunOperator(DatabricksRunOperatorBase):
+    """Submit a one-time run (``POST /api/2.2/jobs/runs/submit``) and wait for it.
+
+    Give the run as ``json`` (the endpoint's body), as named parameters, or both: named
+    parameters override the top-level keys of ``json``. Either ``tasks``, or one task type
+    (``notebook_task``, ``spark_jar_task``, ...) with its cluster, says what runs; the
+    single-task form is sent as a one-task ``tasks`` list. Returns the run id.
+    """
+
+    endpoint = api.SUBMIT_RUN
+    named_fields = (
+        "tasks", "spark_jar_task", "notebook_task", "spark_python_task", "spark_submit_task",
+        "python_wheel_task", "pipeline_task", "dbt_task", "sql_task", "new_cluster",
+        "existing_cluster_id", "libraries", "run_name", "timeout_seconds", "job_clusters",
+        "environments", "git_source", "access_control_list", "queue",
+    )
+    template_fields = (*DatabricksRunOperatorBase.template_fields, *named_fields)
+
+    def __init__(
+        self,
+        *,
+        tasks: list[dict[str, Any]] | None = None,
+        spark_jar_task: dict[str, Any] | None = None,
+        notebook_task: dict[str, Any] | None = None,
+        spark_python_task: dict[str, Any] | None = None,
+        spark_submit_task: dict[str, Any] | None = None,
+        python_wheel_task: dict[str, Any] | None = None,
+        pipeline_task: dict[str, Any] | None = None,
+        dbt_task: dict[str, Any] | None = None,
+        sql_task: dict[str, Any] | None = None,
+        new_cluster: dict[str, Any] | None = None,
+        existing_cluster_id: str | None = None,
+        libraries: list[dict[str, Any]] | None = None,
+        run_name: str | None = None,
+        timeout_seconds: int | None = None,
+        job_clusters: list[dict[str, Any]] | None = None,
+        environments: list[dict[str, Any]] | None = None,
+        git_source: dict[str, Any] | None = None,
+        access_control_list: list[dict[str, Any]] | None = None,
+        queue: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Every named parameter is an argument of its own (for readers and type checkers);
+        # they travel to the base as one mapping.
+        named = {name: value for name, value in locals().items() if name in self.named_fields}
+        super().__init__(named=named, **kwargs)
+
+    def validate_payload(self, payload: Mapping[str, Any]) -> None:
+        api.validate_submit(payload)
+
+    def build_payload(self, hook: DatabricksHook) -> dict[str, Any]:
+        payload = super().build_payload(hook)
+        payload.setdefault("run_name", self.task_id)
+        return api.to_tasks_form(payload, payload["run_name"])
+
+    def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
+        return hook.submit_run(payload)
+
+
+class DatabricksRunNowOperator(DatabricksRunOperatorBase):
+    """Run an existing job now (``POST /api/2.2/jobs/run-now``) and wait for it.
+
+    Name the job by ``job_id`` or ``job_name`` (looked up at run time; it must match exactly
+    one job). Parameters given as lists or maps are sent as strings, as the API types them.
+    ``cancel_previous_runs`` cancels the job's active runs before the first try starts its
+    run; a retry that reattaches to its own run never cancels it. Returns the run id.
+    """
+
+    endpoint = api.RUN_NOW
+    named_fields = (
+        "job_id", "job_name", "notebook_params", "python_params", "python_named_params",
+        "jar_params", "spark_submit_params", "sql_params", "dbt_commands", "job_parameters", "queue",
+    )
+    template_fields = (*DatabricksRunOperatorBase.template_fields, *named_fields)
+
+    def __init__(
+        self,
+        *,
+        job_id: int | str | None = None,
+        job_name: str | None = None,
+        notebook_params: dict[str, Any] | None = None,
+        python_params: list[Any] | None = None,
+        python_named_params: dict[str, Any] | None = None,
+        jar_params: list[Any] | None = None,
+        spark_submit_params: list[Any] | None = None,
+        sql_params: dict[str, Any] | None = None,
+        dbt_commands: list[str] | None = None,
+        job_parameters: dict[str, Any] | None = None,
+        queue: dict[str, Any] | None = None,
+        cancel_previous_runs: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        named = {name: value for name, value in locals().items() if name in self.named_fields}
+        super().__init__(named=named, **kwargs)
+        self.cancel_previous_runs = cancel_previous_runs
+
+    def validate_payload(self, payload: Mapping[str, Any]) -> None:
+        api.validate_run_now(payload)
+
+    def build_payload(self, hook: DatabricksHook) -> dict[str, Any]:
+        payload = super().build_payload(hook)
+        if payload.get("job_name") is not None:
+            payload["job_id"] = hook.find_job_id_by_name(payload.pop("job_name"))
+        payload["job_id"] = int(payload["job_id"])
+        return payload
+
+    def before_fresh_start(self, hook: DatabricksHook, payload: Mapping[str, Any]) -> None:
+        if self.cancel_previous_runs:
+            log.info("Cancelling the active runs of job %s", payload["job_id"])
+            hook.cancel_all_runs(payload["job_id"])
+
+    def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
+        return hook.run_now(payload)

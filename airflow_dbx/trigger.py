@@ -1,0 +1,144 @@
+"""DatabricksRunTrigger: waits in the triggerer for a run to end, holding no worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_dbx import compat
+from airflow_dbx.api import Run, output_targets, poll_delays, summarise_run
+from airflow_dbx.hook import DatabricksHook
+
+log = logging.getLogger(__name__)
+
+
+class DatabricksRunTrigger(BaseTrigger):
+    """Poll one Databricks run until it ends and fire one event with its outcome.
+
+    The event payload is the run's summary (``airflow_dbx.api.summarise_run``), or
+    ``{"timed_out": True, ...}`` when ``deadline`` (epoch seconds) passed first, in which
+    case the run has been cancelled. Rebuilt from ``serialize()`` after a triggerer restart,
+    it picks up where the old one left off (``waiting_since`` keeps the polling schedule);
+    only a user's action on the task cancels the run.
+    """
+
+    def __init__(
+        self,
+        run_id: int,
+        databricks_conn_id: str = "databricks_default",
+        polling_period_seconds: float = 30,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+        retry_args: dict[str, Any] | None = None,
+        deadline: float | None = None,
+        run_page_url: str = "",
+        allow_success_with_failures: bool = False,
+        waiting_since: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.databricks_conn_id = databricks_conn_id
+        self.polling_period_seconds = polling_period_seconds
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.retry_args = retry_args
+        self.deadline = deadline
+        self.run_page_url = run_page_url
+        self.allow_success_with_failures = allow_success_with_failures
+        self.waiting_since = time.time() if waiting_since is None else waiting_since
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "run_id": self.run_id,
+                "databricks_conn_id": self.databricks_conn_id,
+                "polling_period_seconds": self.polling_period_seconds,
+                "retry_limit": self.retry_limit,
+                "retry_delay": self.retry_delay,
+                "retry_args": self.retry_args,
+                "deadline": self.deadline,
+                "run_page_url": self.run_page_url,
+                "allow_success_with_failures": self.allow_success_with_failures,
+                "waiting_since": self.waiting_since,
+            },
+        )
+
+    def _hook(self) -> DatabricksHook:
+        return DatabricksHook(
+            self.databricks_conn_id,
+            retry_limit=self.retry_limit,
+            retry_delay=self.retry_delay,
+            retry_args=self.retry_args,
+            caller=type(self).__name__,
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = self._hook()
+        try:
+            event = await self._wait(hook)
+        except asyncio.CancelledError:
+            if not compat.TRIGGER_HAS_ON_KILL:
+                await self._cancel_if_task_left()
+            raise
+        yield TriggerEvent(event)
+
+    async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
+        last_outcome = None
+        waited = time.time() - self.waiting_since
+        for delay in poll_delays(self.polling_period_seconds, waited=waited):
+            if self.deadline is not None:
+                remaining = self.deadline - time.time()
+                if remaining <= 0:
+                    return await self._time_out(hook)
+                delay = min(delay, remaining)
+            await asyncio.sleep(delay)
+            run = await hook.a_get_run(self.run_id)
+            if run.state.outcome != last_outcome:
+                last_outcome = run.state.outcome
+                log.info("Databricks run %s is %s", self.run_id, last_outcome)
+            if run.state.is_terminal:
+                return await self._summarise(hook, run)
+        raise AssertionError("poll_delays never ends")
+
+    async def _summarise(self, hook: DatabricksHook, run: Run) -> dict[str, Any]:
+        successful = run.state.is_successful(allow_success_with_failures=self.allow_success_with_failures)
+        targets = output_targets(run, successful=successful)
+        answers = await asyncio.gather(*(hook.a_get_run_output(task.run_id) for task in targets))
+        outputs = {task.run_id: answer for task, answer in zip(targets, answers, strict=True)}
+        return summarise_run(run, outputs, allow_success_with_failures=self.allow_success_with_failures)
+
+    async def _time_out(self, hook: DatabricksHook) -> dict[str, Any]:
+        log.warning("Deadline passed; cancelling Databricks run %s", self.run_id)
+        await hook.a_cancel_run(self.run_id)
+        return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
+        await self._cancel_if_task_left(assume_left=True)
+
+    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
+        """Cancel the run, unless the task instance is still deferred on it.
+
+        A triggerer that restarts or hands the trigger to another triggerer also cancels
+        this coroutine; the task instance is then still ``deferred`` and the run must go on.
+        """
+        ti = getattr(self, "task_instance", None)
+        state: str | None = "unknown"
+        if ti is not None:
+            try:
+                state = await asyncio.to_thread(
+                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
+                )
+            except Exception as exc:
+                log.warning("Could not read the task's state (%s)", type(exc).__name__)
+        if state == "deferred" or (state == "unknown" and not assume_left):
+            log.info("Trigger for Databricks run %s stopped; the task still waits, so the run goes on", self.run_id)
+            return
+        log.info("Task left its deferral (state %s); cancelling Databricks run %s", state, self.run_id)
+        await self._hook().a_cancel_run(self.run_id)
