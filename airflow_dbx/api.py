@@ -10,6 +10,7 @@ import datetime
 import decimal
 import hashlib
 import json
+import math
 import random
 import re
 from collections.abc import Iterator, Mapping
@@ -409,7 +410,7 @@ def _normalise(value: Any, path: str, *, as_string: bool) -> Any:
     elif isinstance(value, (bool, int)):
         return value
     elif isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if math.isnan(value) or math.isinf(value):
             raise PayloadError(path, f"{value} has no JSON form")
         return value
     raise PayloadError(path, f"a {type(value).__name__} has no JSON form; pass a string, number, bool, list or dict")
@@ -452,7 +453,8 @@ def validate_run_now(payload: Mapping[str, Any]) -> None:
         if payload.get(name) is not None and payload[name] is not UNRENDERED:
             size = len(json.dumps(payload[name], default=str).encode())
             if size > PARAMETER_MAP_MAX_BYTES:
-                raise PayloadError(name, f"{size} bytes once encoded; the Jobs API takes at most {PARAMETER_MAP_MAX_BYTES}")
+                limit = PARAMETER_MAP_MAX_BYTES
+                raise PayloadError(name, f"{size} bytes once encoded; the Jobs API takes at most {limit}")
     _check_token(payload)
 
 
@@ -467,7 +469,9 @@ def _check_cluster_spec(spec: Mapping[str, Any], prefix: str) -> None:
 
 def _check_token(payload: Mapping[str, Any]) -> None:
     token = payload.get("idempotency_token")
-    if token is not None and token is not UNRENDERED and (not isinstance(token, str) or not 0 < len(token) <= IDEMPOTENCY_TOKEN_MAX_LENGTH):
+    if token is None or token is UNRENDERED:
+        return
+    if not isinstance(token, str) or not 0 < len(token) <= IDEMPOTENCY_TOKEN_MAX_LENGTH:
         raise PayloadError("idempotency_token", f"expected a string of 1 to {IDEMPOTENCY_TOKEN_MAX_LENGTH} characters")
 
 

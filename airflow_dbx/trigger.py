@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
 from airflow_dbx.api import Run, output_targets, poll_delays, summarise_run
 from airflow_dbx.hook import DatabricksHook
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class DatabricksRunTrigger(BaseTrigger):
     only a user's action on the task cancels the run.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
         self,
         run_id: int,
         databricks_conn_id: str = "databricks_default",
@@ -96,8 +98,9 @@ class DatabricksRunTrigger(BaseTrigger):
                 remaining = self.deadline - time.time()
                 if remaining <= 0:
                     return await self._time_out(hook)
-                delay = min(delay, remaining)
-            await asyncio.sleep(delay)
+                await asyncio.sleep(min(delay, remaining))
+            else:
+                await asyncio.sleep(delay)
             run = await hook.a_get_run(self.run_id)
             if run.state.outcome != last_outcome:
                 last_outcome = run.state.outcome
