@@ -1,0 +1,100 @@
+"""The admin API under ``/__emulator__/``: drive faults, credentials and the clock from another process.
+
+Every route needs the same credentials as the Jobs API. Bodies are JSON objects.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from airflow_dbx.emulator.app import State, json_response
+from airflow_dbx.emulator.auth import Client
+from airflow_dbx.emulator.errors import ApiError
+from airflow_dbx.emulator.payloads import get_int, parse_json_body
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+async def admin(state: State, request: web.Request, route: str) -> web.Response:
+    method = request.method
+    body = parse_json_body(await request.read()) if method in ("POST", "PUT", "DELETE") else {}
+    key = f"{method} {route.rstrip('/')}"
+    with state.lock:
+        try:
+            result = _dispatch(state, request, key, body)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", f"{type(exc).__name__}: {exc}") from None
+    if result is None:
+        raise ApiError(404, "ENDPOINT_NOT_FOUND", f"No admin API '{method} {request.path}'")
+    return json_response(200, result)
+
+
+def _dispatch(state: State, request: web.Request, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    engine, creds = state.engine, state.credentials
+    if key == "GET health":
+        return {"ok": True, "url": engine.base_url, "time_scale": engine.time_scale}
+    if key == "POST faults":
+        kind = body.pop("kind")
+        fault = state.faults.add(kind, body.pop("method", "*"), body.pop("path"), int(body.pop("count", 1)), **body)
+        return {"fault": vars(fault)}
+    if key == "GET faults":
+        return {"faults": [vars(f) for f in state.faults.rules]}
+    if key == "DELETE faults":
+        state.faults.clear()
+        return {}
+    if key == "POST rate_limit":
+        state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"))
+        return {}
+    if key == "GET requests":
+        since = get_int(request.query, "since", default=0, minimum=0) or 0
+        records = list(state.log)[since:]
+        return {"requests": [r._asdict() for r in records], "next": since + len(records)}
+    if key == "GET runs":
+        if "run_id" in request.query:
+            return engine.snapshot(get_int(request.query, "run_id", required=True) or 0)
+        return {"runs": engine.snapshots()}
+    if key == "GET counters":
+        return state.counters()
+    if key == "POST reset":
+        state.reset()
+        return {}
+    if key == "GET time_scale":
+        return {"time_scale": engine.time_scale}
+    if key == "POST time_scale":
+        engine.time_scale = _positive(body.get("time_scale"), "time_scale")
+        return {"time_scale": engine.time_scale}
+    if key == "POST tokens":
+        creds.pats.add(_text(body, "token"))
+        return {}
+    if key == "POST basic_users":
+        creds.add_basic_user(_text(body, "user"), _text(body, "password"))
+        return {}
+    if key == "POST oauth_clients":
+        ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
+        creds.oauth_clients[_text(body, "client_id")] = Client(_text(body, "secret"), ttl)
+        return {}
+    if key == "POST azure_clients":
+        ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
+        creds.azure_clients[(_text(body, "tenant"), _text(body, "client_id"))] = Client(_text(body, "secret"), ttl)
+        return {}
+    if key == "POST clusters":
+        engine.clusters.add(_text(body, "cluster_id"))
+        return {}
+    if key == "POST expire_oauth_tokens":
+        creds.expire_issued()
+        return {}
+    return None
+
+
+def _text(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+    return value
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return float(value)

@@ -1,0 +1,257 @@
+"""The aiohttp application: one catch-all route that authenticates, injects faults and dispatches.
+
+A single route and a dict lookup keep the request path short (no middleware, no per-request
+logging); every error, including a handler's own bug, is answered as Jobs API JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from aiohttp import web
+
+from airflow_dbx.emulator.auth import Credentials
+from airflow_dbx.emulator.engine import Engine
+from airflow_dbx.emulator.errors import ApiError
+from airflow_dbx.emulator.faults import Faults, normalise_path, retry_after_header
+from airflow_dbx.emulator.payloads import parse_json_body
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/__emulator__/"
+LOG_LIMIT = 100_000
+JSON = "application/json"
+_API = re.compile(r"^/api/(2\.[12])/(.+?)/?$")
+_AZURE = re.compile(r"^/([^/]+)/oauth2/(v2\.0/)?token/?$")
+_SECRET_QUERY = frozenset({"token", "access_token", "client_secret", "password", "code"})
+
+Handler = Callable[[Engine, dict[str, Any], str, str], "dict[str, Any] | bytes"]
+
+API_ROUTES: dict[tuple[str, str], Handler] = {
+    ("POST", "jobs/runs/submit"): lambda e, d, u, v: e.submit(d, u),
+    ("POST", "jobs/run-now"): lambda e, d, u, v: e.run_now(d, u),
+    ("GET", "jobs/runs/get"): lambda e, d, u, v: e.get_run(d, v),
+    ("GET", "jobs/runs/get-output"): lambda e, d, u, v: e.get_output(d),
+    ("POST", "jobs/runs/cancel"): lambda e, d, u, v: e.cancel(d),
+    ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: e.cancel_all(d),
+    ("GET", "jobs/runs/list"): lambda e, d, u, v: e.list_runs(d),
+    ("POST", "jobs/runs/repair"): lambda e, d, u, v: e.repair(d),
+    ("POST", "jobs/create"): lambda e, d, u, v: e.create_job(d, u),
+    ("GET", "jobs/get"): lambda e, d, u, v: e.get_job(d, v),
+    ("GET", "jobs/list"): lambda e, d, u, v: e.list_jobs(d),
+    ("POST", "jobs/delete"): lambda e, d, u, v: e.delete_job(d),
+}
+_API_PATHS = {path for _, path in API_ROUTES}
+
+
+class RequestRecord(NamedTuple):
+    """One request as the emulator saw it; never credentials nor bodies."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int | None
+    time: float
+    fault: str | None = None
+
+
+class State:
+    """Everything the app and the ``Emulator`` object share; guarded by ``engine.lock``."""
+
+    def __init__(self, time_scale: float = 1.0) -> None:
+        self.engine = Engine(time_scale)
+        self.credentials = Credentials()
+        self.faults = Faults()
+        self.log: deque[RequestRecord] = deque(maxlen=LOG_LIMIT)
+        self.request_counts: Counter[str] = Counter()
+
+    @property
+    def lock(self) -> Any:
+        return self.engine.lock
+
+    def reset(self) -> None:
+        self.engine.reset()
+        self.faults.reset()
+        self.log.clear()
+        self.request_counts.clear()
+
+    def counters(self) -> dict[str, Any]:
+        created = self.engine.created
+        return {
+            "requests": dict(self.request_counts),
+            "faults": dict(self.faults.injected),
+            "runs_created": created["runs"],
+            "jobs_created": created["jobs"],
+            "idempotent_replays": created["idempotent_replays"],
+            "repairs": created["repairs"],
+            "cancels": created["cancels"],
+        }
+
+    def record(self, request: web.Request, route: str, status: int | None, fault: str | None = None) -> None:
+        query = {k: v for k, v in request.query.items() if k.lower() not in _SECRET_QUERY}
+        self.log.append(RequestRecord(request.method, request.path, query, status, time.time(), fault))
+        self.request_counts[f"{request.method} {route}"] += 1
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return web.Response(status=status, body=raw, content_type=JSON, headers=headers)
+
+
+def error_response(error: ApiError) -> web.Response:
+    return json_response(error.status, error.body(), error.headers or None)
+
+
+def _drop(request: web.Request) -> None:
+    """Close the connection without an answer, as a proxy or a crashed server would."""
+    if request.transport is not None:
+        request.transport.close()
+    raise asyncio.CancelledError
+
+
+def make_app(state: State) -> web.Application:
+    from airflow_dbx.emulator.admin import admin
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        try:
+            if path.startswith(ADMIN_PREFIX):
+                with state.lock:
+                    user = state.credentials.principal(request.headers.get("Authorization"))
+                if user is None:
+                    return error_response(_unauthenticated())
+                return await admin(state, request, path[len(ADMIN_PREFIX) :])
+            return await _serve(state, request)
+        except ApiError as exc:
+            return error_response(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not take the server down nor leak a trace
+            log.warning("emulator handler failed on %s %s", request.method, path, exc_info=True)
+            return json_response(
+                500, {"error_code": "INTERNAL_ERROR", "message": f"Emulator error: {type(exc).__name__}"}
+            )
+
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def _unauthenticated() -> ApiError:
+    return ApiError(401, "UNAUTHENTICATED", "Credential was not sent or was of an unsupported type for this API.")
+
+
+async def _serve(state: State, request: web.Request) -> web.StreamResponse:
+    path, method = request.path, request.method
+    match = _API.match(path)
+    route = match.group(2) if match else normalise_path(path)
+    user = ""
+    if match:
+        with state.lock:
+            principal = state.credentials.principal(request.headers.get("Authorization"))
+        if principal is None:
+            with state.lock:
+                state.record(request, route, 401)
+            return error_response(_unauthenticated())
+        user = principal
+    fault = None
+    if state.faults.active:
+        with state.lock:
+            fault = state.faults.take(method, route)
+            wait = 0.0 if fault else state.faults.throttle(route)
+            if wait:
+                state.record(request, route, 429, "rate_limited")
+        if wait:
+            return json_response(
+                429,
+                {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests; slow down."},
+                {"Retry-After": retry_after_header(wait)},
+            )
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.seconds)
+        elif fault is not None and fault.kind in ("status", "drop"):
+            status = fault.status if fault.kind == "status" else None
+            with state.lock:
+                state.record(request, route, status, fault.kind)
+            if status is None:
+                _drop(request)
+            return json_response(status or 500, fault.error_body(), fault.headers() or None)
+    response = await (
+        _api(state, request, method=method, version=match.group(1), route=route, user=user)
+        if match
+        else _public(state, request, route)
+    )
+    if fault is not None and fault.kind == "lose_response":
+        with state.lock:
+            state.record(request, route, fault.status, fault.kind)
+        if fault.status is None:
+            _drop(request)
+        return json_response(fault.status or 500, fault.error_body(), fault.headers() or None)
+    with state.lock:
+        state.record(request, route, response.status, fault.kind if fault else None)
+    return response
+
+
+async def _api(state: State, request: web.Request, *, method: str, version: str, route: str, user: str) -> web.Response:
+    handler = API_ROUTES.get((method, route))
+    if handler is None:
+        if route in _API_PATHS:
+            allowed = ", ".join(m for m, r in API_ROUTES if r == route)
+            return json_response(
+                405,
+                {
+                    "error_code": "METHOD_NOT_ALLOWED",
+                    "message": f"{method} is not allowed on {request.path}; use {allowed}",
+                },
+                {"Allow": allowed},
+            )
+        return json_response(
+            404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{method} {request.path}'"}
+        )
+    if method == "GET":
+        data: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            data = {**parse_json_body(await request.read()), **data}
+    else:
+        data = parse_json_body(await request.read())
+    try:
+        with state.lock:
+            result = handler(state.engine, data, user, version)
+    except ApiError as exc:
+        return error_response(exc)
+    return json_response(200, result)
+
+
+async def _public(state: State, request: web.Request, route: str) -> web.Response:
+    """The token endpoints (no API credentials needed), or a 404."""
+    azure = _AZURE.match(request.path)
+    if request.method == "GET" and route == "oidc/.well-known/oauth-authorization-server":
+        origin = f"{request.scheme}://{request.host}"
+        return json_response(
+            200,
+            {
+                "issuer": f"{origin}/oidc",
+                "token_endpoint": f"{origin}/oidc/v1/token",
+                "authorization_endpoint": f"{origin}/oidc/v1/authorize",
+            },
+        )
+    if request.method == "POST" and (route == "oidc/v1/token" or azure):
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        header = request.headers.get("Authorization")
+        with state.lock:
+            if azure:
+                status, body = state.credentials.issue_azure(azure.group(1), header, form, bool(azure.group(2)))
+            else:
+                status, body = state.credentials.issue_oauth(header, form)
+        return json_response(status, body)
+    return json_response(
+        404, {"error_code": "ENDPOINT_NOT_FOUND", "message": f"No API found for '{request.method} {request.path}'"}
+    )
