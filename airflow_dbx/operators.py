@@ -25,9 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A run that started this long before the POST which returned it belongs to an earlier try
-# (the margin absorbs clock skew between the worker and the workspace).
-_CLOCK_SKEW_SECONDS = 5.0
+# A run that started before this try did belongs to an earlier try; the margin absorbs clock
+# skew between Airflow and the workspace (tries are apart by at least the retry delay).
+_CLOCK_SKEW_SECONDS = 1.0
 
 XCOM_RUN_ID = "run_id"
 XCOM_JOB_ID = "job_id"
@@ -208,11 +208,11 @@ class DatabricksRunOperatorBase(BaseOperator):
         chain = (ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
         if ti.try_number <= 1:
             self.before_fresh_start(hook, payload)
+        try_started = ti.start_date.timestamp() if ti.start_date else time.time()
         for generation in range(max(ti.try_number, 1)):
             token = api.derive_idempotency_token(*chain, generation=generation, base=payload.get("idempotency_token"))
-            posted_at = time.time()
             run = hook.get_run(self.post(hook, {**payload, "idempotency_token": token}))
-            if ti.try_number <= 1 or run.start_time / 1000 >= posted_at - _CLOCK_SKEW_SECONDS:
+            if ti.try_number <= 1 or run.start_time / 1000 >= try_started - _CLOCK_SKEW_SECONDS:
                 return run
             if not run.state.is_terminal:
                 log.info("Reattaching to Databricks run %s, started by an earlier try", run.run_id)
@@ -223,7 +223,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             log.info("Databricks run %s of an earlier try ended %s", run.run_id, run.state.outcome)
         raise api.DatabricksError(
             f"Every earlier run of this task ended unsuccessfully and no fresh run could be started "
-            f"after {ti.try_number} token generations; check the workspace clock"
+            f"after {ti.try_number} token generations; is the workspace's clock far from Airflow's?"
         )
 
     def _publish(self, context: Context, run: api.Run) -> None:

@@ -47,7 +47,7 @@ def main() -> int:
             {"task_key": "sales", "existing_cluster_id": "emulator-shared-cluster",
              "notebook_task": {"notebook_path": "/Shared/sales"}},
         ]})
-        env["AIRFLOW_CONN_DATABRICKS_DEFAULT"] = json.dumps(emu.conn_json())
+        env["AIRFLOW_CONN_DATABRICKS_DEFAULT"] = emu.conn_json()
         for dag_id, should_succeed in EXAMPLES:
             before = {run["run_id"] for run in emu.runs()}
             started = time.monotonic()
