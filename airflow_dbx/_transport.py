@@ -8,6 +8,7 @@ import atexit
 import email.utils
 import ipaddress
 import json
+import os
 import random
 import re
 import ssl
@@ -313,6 +314,11 @@ class _LoopSessions:
         self.closer: AsyncGenerator[None, None] | None = None
 
 
+def default_ca_file() -> str:
+    """The CA bundle requests would use, so both transports trust the same authorities."""
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or certifi.where()
+
+
 class SessionPool:
     """One aiohttp session per (event loop, workspace, TLS setting), shared process-wide.
 
@@ -351,8 +357,7 @@ class SessionPool:
             return False
         with self._lock:
             if verify not in self._contexts:
-                # certifi's authorities, as requests uses, so both transports trust the same.
-                cafile = verify if isinstance(verify, str) else certifi.where()
+                cafile = verify if isinstance(verify, str) else default_ca_file()
                 self._contexts[verify] = ssl.create_default_context(cafile=cafile)
             return self._contexts[verify]
 

@@ -10,6 +10,7 @@ classification of answers, the same tenacity policy.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -41,6 +42,10 @@ from airflow_dbx._transport import (
 from airflow_dbx.auth import Auth, InvalidConnectionError, SdkAuth, build_auth, is_true
 
 __all__ = ["DatabricksHook", "parse_host"]
+
+# A plain module logger: Airflow routes stdlib logging into the task log (and its secrets
+# masker), and users can tune "airflow_dbx" like any other library.
+log = logging.getLogger(__name__)
 
 RUNS_LIST_PAGE = 25  # the Jobs API's maximum page size for runs/list
 JOBS_LIST_PAGE = 100  # and for jobs/list
@@ -143,7 +148,7 @@ class DatabricksHook(BaseHook):
 
     def _verify(self, extras: Mapping[str, Any]) -> bool | str:
         if "verify_ssl" in extras and extras["verify_ssl"] not in (None, "") and not is_true(extras["verify_ssl"]):
-            self.log.warning(
+            log.warning(
                 "TLS certificate verification is off for connection %r: it is open to interception",
                 self.databricks_conn_id,
             )
@@ -165,9 +170,13 @@ class DatabricksHook(BaseHook):
         settings = self._settings
         session = requests.Session()
         session.headers["User-Agent"] = self.user_agent
-        session.verify = settings.verify
-        session.proxies.update(settings.proxies)
         return session
+
+    def _request_options(self) -> dict[str, Any]:
+        # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE and *_PROXY
+        # variables override a session's own verify and proxies, but not a request's.
+        settings = self._settings
+        return {"timeout": settings.timeout, "verify": settings.verify, "proxies": dict(settings.proxies)}
 
     def _fetch_token(self, url: str, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> Mapping[str, Any]:
         """POST a token request (runs in the caller's thread; async callers are already in one)."""
@@ -177,12 +186,12 @@ class DatabricksHook(BaseHook):
                 url,
                 data=dict(form),
                 auth=basic_auth,
-                timeout=self._settings.timeout,
                 headers={"Accept": "application/json"},
+                **self._request_options(),
             )
         except requests.RequestException as exc:
             raise transport_error("POST", url, exc, self._scrub) from None
-        self.log.debug("%s -> %s", label, response.status_code)
+        log.debug("%s -> %s", label, response.status_code)
         return answer_of(
             "POST",
             url,
@@ -208,6 +217,7 @@ class DatabricksHook(BaseHook):
         url = self._url(endpoint)
         label = api.API_PREFIX + endpoint.path
         query = query_params(params)
+        options = self._request_options()
 
         def attempt() -> dict[str, Any]:
             for refreshed in (False, True):
@@ -215,7 +225,7 @@ class DatabricksHook(BaseHook):
                 started = time.monotonic()
                 try:
                     response = self._session.request(
-                        endpoint.method, url, params=query, json=body, headers=headers, timeout=settings.timeout
+                        endpoint.method, url, params=query, json=body, headers=headers, **options
                     )
                 except requests.RequestException as exc:
                     raise transport_error(endpoint.method, url, exc, self._scrub) from None
@@ -293,14 +303,14 @@ class DatabricksHook(BaseHook):
             raise exhausted(exc, controller) from None
 
     def _log_answer(self, endpoint: api.Endpoint, status: int, started: float) -> None:
-        self.log.debug("%s -> HTTP %s in %.3fs", endpoint.label, status, time.monotonic() - started)
+        log.debug("%s -> HTTP %s in %.3fs", endpoint.label, status, time.monotonic() - started)
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
         # Throttling is expected under load: keep it out of the task log unless debugging.
-        level = 10 if isinstance(exc, api.DatabricksApiError) and exc.status_code == 429 else 30
-        self.log.log(level, "Attempt %d failed (%s); retrying in %.1fs", state.attempt_number, exc, wait)
+        level = logging.DEBUG if isinstance(exc, api.DatabricksApiError) and exc.status_code == 429 else logging.WARNING
+        log.log(level, "Attempt %d failed (%s); retrying in %.1fs", state.attempt_number, exc, wait)
 
     # ------------------------------------------------------------------ sync API
 
