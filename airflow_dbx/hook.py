@@ -167,7 +167,6 @@ class DatabricksHook(BaseHook):
 
     @cached_property
     def _session(self) -> requests.Session:
-        settings = self._settings
         session = requests.Session()
         session.headers["User-Agent"] = self.user_agent
         return session

@@ -8,9 +8,8 @@ import logging
 import ssl
 import threading
 import warnings
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import pytest
@@ -18,6 +17,10 @@ import pytest
 from airflow_dbx.api import DatabricksApiError
 from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook, parse_host
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 GOOD_HOSTS = [
     ("adb-1234.5.azuredatabricks.net", None, "https://adb-1234.5.azuredatabricks.net"),
