@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import requests
 
 from airflow_dbx.emulator import Emulator
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TIME_SCALE = 0.02  # a default 2 s task runs 40 ms
 

@@ -12,11 +12,13 @@ from tests.emulator.conftest import Api, notebook, task
 def test_single_task_run_goes_pending_running_terminated() -> None:
     with Emulator(time_scale=1.0) as emu:
         client = Api(emu)
-        run_id = client.submit({
-            "run_name": "daily load",
-            "existing_cluster_id": "emulator-1",
-            "notebook_task": notebook(emulator_duration=0.4),
-        })
+        run_id = client.submit(
+            {
+                "run_name": "daily load",
+                "existing_cluster_id": "emulator-1",
+                "notebook_task": notebook(emulator_duration=0.4),
+            }
+        )
         seen = []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -32,7 +34,8 @@ def test_single_task_run_goes_pending_running_terminated() -> None:
     assert "RUNNING" in seen
     assert run["state"]["result_state"] == "SUCCESS"
     assert run["status"] == {
-        "state": "TERMINATED", "termination_details": {"code": "SUCCESS", "type": "SUCCESS", "message": ""},
+        "state": "TERMINATED",
+        "termination_details": {"code": "SUCCESS", "type": "SUCCESS", "message": ""},
     }
     assert run["run_type"] == "SUBMIT_RUN"
     assert run["job_id"] == run_id  # a one-time run gets a job id too
@@ -63,10 +66,17 @@ def test_depends_on_orders_tasks(api: Api) -> None:
 
 
 def test_a_failure_skips_downstream_tasks_upstream_failed(api: Api) -> None:
-    run_id = api.submit({"run_name": "dag", "tasks": [
-        task("extract", emulator_result="FAILED", emulator_error="KeyError: 'day'"),
-        task("transform", "extract"), task("load", "transform"), task("audit"),
-    ]})
+    run_id = api.submit(
+        {
+            "run_name": "dag",
+            "tasks": [
+                task("extract", emulator_result="FAILED", emulator_error="KeyError: 'day'"),
+                task("transform", "extract"),
+                task("load", "transform"),
+                task("audit"),
+            ],
+        }
+    )
     run = api.wait(run_id)
     tasks = {t["task_key"]: t for t in run["tasks"]}
     assert run["state"]["result_state"] == "FAILED"
@@ -91,7 +101,9 @@ def test_all_done_leaf_that_succeeds_makes_success_with_failures(api: Api) -> No
 
 def test_run_timeout_ends_timedout(api: Api) -> None:
     started = time.monotonic()
-    run = api.wait(api.submit({"run_name": "slow", "timeout_seconds": 1, "notebook_task": notebook(emulator_duration=500)}))
+    run = api.wait(
+        api.submit({"run_name": "slow", "timeout_seconds": 1, "notebook_task": notebook(emulator_duration=500)})
+    )
     assert time.monotonic() - started < 2  # 500 emulated seconds would be 10 s
     assert run["state"]["result_state"] == "TIMEDOUT"
     assert run["state"]["user_cancelled_or_timedout"] is True
@@ -139,20 +151,38 @@ def test_unknown_existing_cluster_ends_internal_error(emu: Emulator, api: Api) -
     assert "Cluster 0101-abc does not exist" in run["state"]["state_message"]
     assert vocabulary.RunState.from_dict(run).is_terminal
     emu.add_cluster("0101-abc")
-    assert api.wait(api.submit({"run_name": "x", "tasks": [task("a", cluster="0101-abc")]}))["state"]["result_state"] == "SUCCESS"
+    assert (
+        api.wait(api.submit({"run_name": "x", "tasks": [task("a", cluster="0101-abc")]}))["state"]["result_state"]
+        == "SUCCESS"
+    )
 
 
 def test_run_now_merges_parameters_into_the_job_tasks(emu: Emulator, api: Api) -> None:
-    job_id = emu.create_job({
-        "name": "nightly",
-        "parameters": [{"name": "day", "default": "monday"}],
-        "tasks": [task("one"), {"task_key": "two", "depends_on": [{"task_key": "one"}],
-                                "spark_python_task": {"python_file": "x.py", "parameters": ["emulator_duration=1"]}}],
-    })
-    answer = api.ok(api.post("jobs/run-now", {
-        "job_id": job_id, "job_parameters": {"day": "friday"}, "python_params": ["emulator_result=FAILED"],
-        "notebook_params": {"emulator_output": "hello"},
-    }))
+    job_id = emu.create_job(
+        {
+            "name": "nightly",
+            "parameters": [{"name": "day", "default": "monday"}],
+            "tasks": [
+                task("one"),
+                {
+                    "task_key": "two",
+                    "depends_on": [{"task_key": "one"}],
+                    "spark_python_task": {"python_file": "x.py", "parameters": ["emulator_duration=1"]},
+                },
+            ],
+        }
+    )
+    answer = api.ok(
+        api.post(
+            "jobs/run-now",
+            {
+                "job_id": job_id,
+                "job_parameters": {"day": "friday"},
+                "python_params": ["emulator_result=FAILED"],
+                "notebook_params": {"emulator_output": "hello"},
+            },
+        )
+    )
     run = api.wait(answer["run_id"])
     assert run["run_type"] == "JOB_RUN" and run["job_id"] == job_id and run["run_name"] == "nightly"
     assert run["job_parameters"] == [{"name": "day", "default": "monday", "value": "friday"}]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from airflow_dbx.emulator import Emulator
+from typing import TYPE_CHECKING
+
 from tests.emulator.conftest import Api, notebook, task
+
+if TYPE_CHECKING:
+    from airflow_dbx.emulator import Emulator
 
 
 def test_output_of_a_task_run(api: Api) -> None:
@@ -26,8 +30,16 @@ def test_output_of_a_multi_task_parent_is_refused(api: Api) -> None:
 
 
 def test_output_of_a_failed_single_task_run_has_error_and_trace(api: Api) -> None:
-    run_id = api.submit({"run_name": "x", "notebook_task": notebook(
-        emulator_result="FAILED", emulator_error="ValueError: bad day", emulator_error_trace="Traceback\n  line 3")})
+    run_id = api.submit(
+        {
+            "run_name": "x",
+            "notebook_task": notebook(
+                emulator_result="FAILED",
+                emulator_error="ValueError: bad day",
+                emulator_error_trace="Traceback\n  line 3",
+            ),
+        }
+    )
     api.wait(run_id)
     out = api.ok(api.get("jobs/runs/get-output", run_id=run_id))  # one task: the parent answers for it
     assert out["error"] == "ValueError: bad day"
@@ -74,7 +86,9 @@ def test_runs_list_pages_and_filters(emu: Emulator, api: Api) -> None:
     done = [api.ok(api.post("jobs/run-now", {"job_id": job_id}))["run_id"] for _ in range(3)]
     for run_id in done:
         api.wait(run_id)
-    active = api.ok(api.post("jobs/run-now", {"job_id": job_id, "notebook_params": {"emulator_duration": "1000"}}))["run_id"]
+    active = api.ok(api.post("jobs/run-now", {"job_id": job_id, "notebook_params": {"emulator_duration": "1000"}}))[
+        "run_id"
+    ]
     one_time = api.submit({"run_name": "x", "notebook_task": notebook()})
 
     page = api.ok(api.get("jobs/runs/list", job_id=job_id, limit=2))
@@ -86,7 +100,9 @@ def test_runs_list_pages_and_filters(emu: Emulator, api: Api) -> None:
     by_offset = api.ok(api.get("jobs/runs/list", job_id=job_id, limit=1, offset=3))
     assert [r["run_id"] for r in by_offset["runs"]] == [done[0]]
 
-    assert [r["run_id"] for r in api.ok(api.get("jobs/runs/list", job_id=job_id, active_only="true"))["runs"]] == [active]
+    assert [r["run_id"] for r in api.ok(api.get("jobs/runs/list", job_id=job_id, active_only="true"))["runs"]] == [
+        active
+    ]
     completed = api.ok(api.get("jobs/runs/list", job_id=job_id, completed_only="true"))["runs"]
     assert sorted(r["run_id"] for r in completed) == sorted(done)
     assert "tasks" not in completed[0]
@@ -102,7 +118,9 @@ def test_runs_list_pages_and_filters(emu: Emulator, api: Api) -> None:
 
 
 def test_jobs_list_filters_by_exact_name_and_pages(emu: Emulator, api: Api) -> None:
-    ids = [emu.create_job({"name": name, "tasks": [task("a")]}) for name in ("nightly", "nightly-2", "nightly", "hourly")]
+    ids = [
+        emu.create_job({"name": name, "tasks": [task("a")]}) for name in ("nightly", "nightly-2", "nightly", "hourly")
+    ]
     named = api.ok(api.get("jobs/list", name="nightly"))
     assert [j["job_id"] for j in named["jobs"]] == [ids[0], ids[2]]
     assert "tasks" not in named["jobs"][0]["settings"]

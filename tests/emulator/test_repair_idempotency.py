@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from airflow_dbx.emulator import Emulator
+from typing import TYPE_CHECKING
+
 from tests.emulator.conftest import Api, notebook, task
+
+if TYPE_CHECKING:
+    from airflow_dbx.emulator import Emulator
 
 
 def test_same_token_returns_the_first_run_and_starts_nothing(emu: Emulator, api: Api) -> None:
@@ -26,7 +30,9 @@ def test_run_now_honours_the_token(emu: Emulator, api: Api) -> None:
 
 
 def test_token_over_64_characters_is_refused(emu: Emulator, api: Api) -> None:
-    response = api.post("jobs/runs/submit", {"run_name": "x", "idempotency_token": "t" * 65, "notebook_task": notebook()})
+    response = api.post(
+        "jobs/runs/submit", {"run_name": "x", "idempotency_token": "t" * 65, "notebook_task": notebook()}
+    )
     assert response.status_code == 400
     assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     assert "idempotency_token" in response.json()["message"]
@@ -35,10 +41,16 @@ def test_token_over_64_characters_is_refused(emu: Emulator, api: Api) -> None:
 
 
 def _failed_run(api: Api) -> dict:
-    run_id = api.submit({"run_name": "etl", "tasks": [
-        task("extract"), task("transform", "extract", emulator_fail_attempts=1, emulator_error="flaky"),
-        task("load", "transform"),
-    ]})
+    run_id = api.submit(
+        {
+            "run_name": "etl",
+            "tasks": [
+                task("extract"),
+                task("transform", "extract", emulator_fail_attempts=1, emulator_error="flaky"),
+                task("load", "transform"),
+            ],
+        }
+    )
     return api.wait(run_id)
 
 
@@ -48,9 +60,16 @@ def test_repair_reruns_failed_and_dependent_tasks_until_success(api: Api) -> Non
     assert run["state"]["result_state"] == "FAILED"
     assert before["load"]["state"]["result_state"] == "UPSTREAM_FAILED"
 
-    repair = api.ok(api.post("jobs/runs/repair", {
-        "run_id": run["run_id"], "rerun_tasks": ["transform"], "rerun_dependent_tasks": True,
-    }))
+    repair = api.ok(
+        api.post(
+            "jobs/runs/repair",
+            {
+                "run_id": run["run_id"],
+                "rerun_tasks": ["transform"],
+                "rerun_dependent_tasks": True,
+            },
+        )
+    )
     assert api.run(run["run_id"])["state"]["life_cycle_state"] in ("RUNNING", "TERMINATING")
     after_run = api.wait(run["run_id"], include_history="true")
     after = {t["task_key"]: t for t in after_run["tasks"]}
@@ -96,20 +115,33 @@ def test_repair_checks_latest_repair_id_and_state(api: Api) -> None:
     assert missing.status_code == 400 and "latest_repair_id" in missing.json()["message"]
     stale = api.post("jobs/runs/repair", {"run_id": run_id, "rerun_tasks": ["load"], "latest_repair_id": first + 1})
     assert stale.status_code == 400 and stale.json()["error_code"] == "INVALID_PARAMETER_VALUE"
-    second = api.ok(api.post("jobs/runs/repair", {"run_id": run_id, "rerun_tasks": ["load"], "latest_repair_id": first}))
+    second = api.ok(
+        api.post("jobs/runs/repair", {"run_id": run_id, "rerun_tasks": ["load"], "latest_repair_id": first})
+    )
     assert second["repair_id"] != first
     final = api.wait(run_id, include_history="true")
     assert [h["type"] for h in final["repair_history"]] == ["ORIGINAL", "REPAIR", "REPAIR"]
     assert final["state"]["result_state"] == "SUCCESS"
-    unknown = api.post("jobs/runs/repair", {"run_id": run_id, "rerun_tasks": ["nope"], "latest_repair_id": second["repair_id"]})
+    unknown = api.post(
+        "jobs/runs/repair", {"run_id": run_id, "rerun_tasks": ["nope"], "latest_repair_id": second["repair_id"]}
+    )
     assert unknown.status_code == 400 and "nope" in unknown.json()["message"]
 
 
 def test_repair_overrides_parameters(emu: Emulator, api: Api) -> None:
     job_id = emu.create_job({"name": "j", "tasks": [task("a")]})
-    run_id = api.ok(api.post("jobs/run-now", {"job_id": job_id, "notebook_params": {"emulator_result": "FAILED"}}))["run_id"]
+    run_id = api.ok(api.post("jobs/run-now", {"job_id": job_id, "notebook_params": {"emulator_result": "FAILED"}}))[
+        "run_id"
+    ]
     assert api.wait(run_id)["state"]["result_state"] == "FAILED"
-    api.ok(api.post("jobs/runs/repair", {
-        "run_id": run_id, "rerun_all_failed_tasks": True, "notebook_params": {"emulator_result": "SUCCESS"},
-    }))
+    api.ok(
+        api.post(
+            "jobs/runs/repair",
+            {
+                "run_id": run_id,
+                "rerun_all_failed_tasks": True,
+                "notebook_params": {"emulator_result": "SUCCESS"},
+            },
+        )
+    )
     assert api.wait(run_id)["state"]["result_state"] == "SUCCESS"
