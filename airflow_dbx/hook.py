@@ -41,7 +41,7 @@ from airflow_dbx._transport import (
 )
 from airflow_dbx.auth import Auth, InvalidConnectionError, SdkAuth, build_auth, is_true
 
-__all__ = ["DatabricksHook", "parse_host"]
+__all__ = ["DatabricksHook", "close_sessions", "parse_host"]
 
 # A plain module logger: Airflow routes stdlib logging into the task log (and its secrets
 # masker), and users can tune "airflow_dbx" like any other library.
@@ -325,12 +325,14 @@ class DatabricksHook(BaseHook):
         """POST jobs/runs/repair; the repair's id."""
         return int(self._call(api.REPAIR_RUN, body=payload)["repair_id"])
 
-    def get_run(self, run_id: int) -> api.Run:
-        """The run with all its tasks (runs/get pages its task list past 100 tasks)."""
-        first = self._call(api.GET_RUN, params={"run_id": run_id})
+    def get_run(self, run_id: int, *, include_history: bool = False) -> api.Run:
+        """The run with all its tasks (runs/get pages its task list past 100 tasks);
+        ``include_history`` adds the repair history (``Run.repair_ids``)."""
+        params = {"run_id": run_id, "include_history": include_history or None}
+        first = self._call(api.GET_RUN, params=params)
         pages = 1
         while first.get("next_page_token") and pages < MAX_PAGES:
-            page = self._call(api.GET_RUN, params={"run_id": run_id, "page_token": first["next_page_token"]})
+            page = self._call(api.GET_RUN, params={**params, "page_token": first["next_page_token"]})
             first = _merge_run_page(first, page)
             pages += 1
         return api.Run.from_dict(first)
@@ -358,7 +360,7 @@ class DatabricksHook(BaseHook):
         for _ in range(MAX_PAGES):
             params = {"name": name, "limit": JOBS_LIST_PAGE, "page_token": token}
             answer = self._call(api.LIST_JOBS, params=params)
-            ids += [int(j["job_id"]) for j in answer.get("jobs", ()) if (j.get("settings") or {}).get("name") == name]
+            ids += [int(j["job_id"]) for j in answer.get("jobs", ()) if _same_name(j, name)]
             token = answer.get("next_page_token")
             if not token or not answer.get("has_more", True):
                 break
@@ -410,11 +412,12 @@ class DatabricksHook(BaseHook):
 
     # ------------------------------------------------------------------ async API
 
-    async def a_get_run(self, run_id: int) -> api.Run:
-        first = await self._acall(api.GET_RUN, params={"run_id": run_id})
+    async def a_get_run(self, run_id: int, *, include_history: bool = False) -> api.Run:
+        params = {"run_id": run_id, "include_history": include_history or None}
+        first = await self._acall(api.GET_RUN, params=params)
         pages = 1
         while first.get("next_page_token") and pages < MAX_PAGES:
-            page = await self._acall(api.GET_RUN, params={"run_id": run_id, "page_token": first["next_page_token"]})
+            page = await self._acall(api.GET_RUN, params={**params, "page_token": first["next_page_token"]})
             first = _merge_run_page(first, page)
             pages += 1
         return api.Run.from_dict(first)
@@ -432,6 +435,12 @@ class DatabricksHook(BaseHook):
 # ---------------------------------------------------------------------- helpers
 
 
+def _same_name(job: Mapping[str, Any], name: str) -> bool:
+    # The API's name filter is exact but case-insensitive; agree with it, and guard against a
+    # server that ignores the filter.
+    return str((job.get("settings") or {}).get("name", "")).casefold() == name.casefold()
+
+
 def _merge_run_page(run: dict[str, Any], page: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(run)
     for name in _PAGED_RUN_FIELDS:
@@ -439,3 +448,9 @@ def _merge_run_page(run: dict[str, Any], page: Mapping[str, Any]) -> dict[str, A
             merged[name] = [*merged.get(name, ()), *page[name]]
     merged["next_page_token"] = page.get("next_page_token")
     return merged
+
+
+async def close_sessions() -> None:
+    """Close the running loop's shared aiohttp sessions now. ``asyncio.run`` and
+    ``asyncio.Runner`` do it when the loop shuts down; call it before closing a loop by hand."""
+    await SESSIONS.close_loop_sessions()
