@@ -159,9 +159,9 @@ class Engine:
 
     def run_now(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
         token = p.check_idempotency_token(body)
-        job = self._job(body)
         overrides = p.overrides(body)
         only = p.get_list(body, "only")
+        job = self._job(body)
         if token in self.tokens:
             self.created["idempotent_replays"] += 1
             return {"run_id": self.tokens[token], "number_in_job": self.tokens[token]}

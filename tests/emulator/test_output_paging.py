@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from tests.emulator.conftest import Api, notebook, task
@@ -47,11 +48,16 @@ def test_output_of_a_failed_single_task_run_has_error_and_trace(api: Api) -> Non
     assert out["notebook_output"] == {}
 
 
-def test_output_over_5_mb_is_truncated(api: Api) -> None:
-    big = "x" * (5 * 1024 * 1024 + 10)
-    run_id = api.submit({"run_name": "x", "notebook_task": notebook(emulator_output=big)})
-    api.wait(run_id)
-    output = api.ok(api.get("jobs/runs/get-output", run_id=run_id))["notebook_output"]
+def test_output_over_5_mb_is_truncated(emu: Emulator, api: Api) -> None:
+    big = "x" * (5 * 1024 * 1024 + 10)  # run-now parameters are capped at 10 kB; a job default is not
+    job = {"name": "big", "parameters": [{"name": "emulator_output", "default": big}], "tasks": [task("a")]}
+    job_id = emu.create_job(job)
+    run_id = api.ok(api.post("jobs/run-now", {"job_id": job_id}))["run_id"]
+    deadline = time.monotonic() + 5
+    while emu.run(run_id)["status"]["state"] != "TERMINATED":  # in-process: no 5 MB answers while waiting
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    output = api.ok(api.get("jobs/runs/get-output", run_id=emu.run(run_id)["tasks"][0]["run_id"]))["notebook_output"]
     assert output["truncated"] is True
     assert len(output["result"]) == 5 * 1024 * 1024
 
