@@ -34,6 +34,10 @@ XCOM_JOB_ID = "job_id"
 XCOM_RUN_PAGE_URL = "run_page_url"
 XCOM_NOTEBOOK_OUTPUT = "notebook_output"
 
+# Named parameters whose request field name is taken by BaseOperator (``queue`` is the
+# executor queue there).
+_PAYLOAD_KEY = {"databricks_queue": "queue"}
+
 
 class DatabricksRunLink(BaseOperatorLink):
     """The "Databricks run" button on a task: the run page URL pushed to XCom at submission."""
@@ -122,7 +126,7 @@ class DatabricksRunOperatorBase(BaseOperator):
     # ------------------------------------------------------------------ payload
 
     def _named_values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.named_fields}
+        return {_PAYLOAD_KEY.get(name, name): getattr(self, name) for name in self.named_fields}
 
     def _check_at_parse_time(self) -> None:
         """Validate what is already known, so a literal mistake fails the DAG file, not the run."""
@@ -289,7 +293,8 @@ class DatabricksSubmitRunOperator(DatabricksRunOperatorBase):
     Give the run as ``json`` (the endpoint's body), as named parameters, or both: named
     parameters override the top-level keys of ``json``. Either ``tasks``, or one task type
     (``notebook_task``, ``spark_jar_task``, ...) with its cluster, says what runs; the
-    single-task form is sent as a one-task ``tasks`` list. Returns the run id.
+    single-task form is sent as a one-task ``tasks`` list. The request's ``queue`` field is
+    ``databricks_queue`` here, since ``queue`` is Airflow's executor queue. Returns the run id.
     """
 
     endpoint = api.SUBMIT_RUN
@@ -297,7 +302,7 @@ class DatabricksSubmitRunOperator(DatabricksRunOperatorBase):
         "tasks", "spark_jar_task", "notebook_task", "spark_python_task", "spark_submit_task",
         "python_wheel_task", "pipeline_task", "dbt_task", "sql_task", "new_cluster",
         "existing_cluster_id", "libraries", "run_name", "timeout_seconds", "job_clusters",
-        "environments", "git_source", "access_control_list", "queue",
+        "environments", "git_source", "access_control_list", "databricks_queue",
     )
     template_fields = (*DatabricksRunOperatorBase.template_fields, *named_fields)
 
@@ -322,7 +327,7 @@ class DatabricksSubmitRunOperator(DatabricksRunOperatorBase):
         environments: list[dict[str, Any]] | None = None,
         git_source: dict[str, Any] | None = None,
         access_control_list: list[dict[str, Any]] | None = None,
-        queue: dict[str, Any] | None = None,
+        databricks_queue: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         # Every named parameter is an argument of its own (for readers and type checkers);
@@ -354,7 +359,7 @@ class DatabricksRunNowOperator(DatabricksRunOperatorBase):
     endpoint = api.RUN_NOW
     named_fields = (
         "job_id", "job_name", "notebook_params", "python_params", "python_named_params",
-        "jar_params", "spark_submit_params", "sql_params", "dbt_commands", "job_parameters", "queue",
+        "jar_params", "spark_submit_params", "sql_params", "dbt_commands", "job_parameters", "databricks_queue",
     )
     template_fields = (*DatabricksRunOperatorBase.template_fields, *named_fields)
 
@@ -371,7 +376,7 @@ class DatabricksRunNowOperator(DatabricksRunOperatorBase):
         sql_params: dict[str, Any] | None = None,
         dbt_commands: list[str] | None = None,
         job_parameters: dict[str, Any] | None = None,
-        queue: dict[str, Any] | None = None,
+        databricks_queue: dict[str, Any] | None = None,
         cancel_previous_runs: bool = False,
         **kwargs: Any,
     ) -> None:

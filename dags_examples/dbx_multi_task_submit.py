@@ -52,8 +52,8 @@ with DAG(
     )
 
     @task
-    def announce(run_id: int) -> str:
-        message = f"pipeline finished as Databricks run {run_id}"
+    def announce(databricks_run_id: int) -> str:
+        message = f"pipeline finished as Databricks run {databricks_run_id}"
         print(message)
         return message
 

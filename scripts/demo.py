@@ -65,9 +65,10 @@ def main() -> int:
                 print(f"  run {run['run_id']} {run['state'].get('result_state')}: {run['run_page_url']}")
             if not should_succeed:
                 text = log.read_text(errors="replace")
-                start = text.find("Databricks run ")
+                marker = "DatabricksRunFailed: "
+                start = text.find(marker)
                 if start >= 0:
-                    report = text[start:].splitlines()
+                    report = text[start + len(marker):].splitlines()
                     end = next((i for i, line in enumerate(report) if line.startswith("Run page:")), 8)
                     print("  failure report:")
                     print("\n".join(f"    {line}" for line in report[: end + 1]))
