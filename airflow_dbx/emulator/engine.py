@@ -10,16 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.emulator import payloads as p
 from airflow_dbx.emulator.errors import ApiError, invalid, not_found
-from airflow_dbx.emulator.model import (
-    TERMINATING_SECONDS,
-    Context,
-    Epoch,
-    Outcome,
-    RunRecord,
-    TaskRun,
-    cut,
-    schedule,
-)
+from airflow_dbx.emulator.model import TERMINATING_SECONDS, Epoch, Outcome, RunRecord, TaskRun
+from airflow_dbx.emulator.timeline import Context, cut, schedule
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping

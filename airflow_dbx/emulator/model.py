@@ -10,10 +10,7 @@ timeline of the tasks concerned.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+from typing import Any
 
 # Phase lengths in emulated seconds; multiplied by the time scale.
 RUN_SETUP_SECONDS = 0.3
@@ -23,12 +20,9 @@ DEFAULT_DURATION_SECONDS = 2.0
 
 OK_RESULTS = frozenset({"SUCCESS", "EXCLUDED"})
 ROOT_FAILURES = ("FAILED", "TIMEDOUT", "CANCELED")
-EMULATED_RESULTS = frozenset({"SUCCESS", "FAILED", "TIMEDOUT", "CANCELED", "INTERNAL_ERROR"})
 RUN_IF = frozenset(
     {"ALL_SUCCESS", "ALL_DONE", "NONE_FAILED", "AT_LEAST_ONE_SUCCESS", "ALL_FAILED", "AT_LEAST_ONE_FAILED"}
 )
-DEFAULT_ERROR = "Workload failed, see run output for details"
-_FAILED_LIKE = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "INTERNAL_ERROR"})
 
 
 def ms(seconds: float) -> int:
@@ -218,164 +212,6 @@ def _run_outcome(epoch: Epoch, order: list[str], leaves: set[str]) -> Outcome:
             code = "RUN_EXECUTION_ERROR" if result == "FAILED" else culprit.outcome.code
             return Outcome(result, message, code, "CLIENT_ERROR", user_cancelled_or_timedout=result != "FAILED")
     return Outcome("FAILED", f"{len(bad)} task(s) did not succeed.", "RUN_EXECUTION_ERROR", "CLIENT_ERROR")
-
-
-def run_if_verdict(run_if: str, upstream: list[str]) -> Outcome | None:
-    """None when the task may run after upstream results; else how it is skipped."""
-    if not upstream:
-        return None
-    failed = [r for r in upstream if r in _FAILED_LIKE]
-    cancelled = [r for r in upstream if r in ("CANCELED", "UPSTREAM_CANCELED")]
-    succeeded = [r for r in upstream if r == "SUCCESS"]
-    allowed = {
-        "ALL_SUCCESS": len(succeeded) == len(upstream) or (not failed and not cancelled),
-        "ALL_DONE": True,
-        "NONE_FAILED": not failed and not cancelled,
-        "AT_LEAST_ONE_SUCCESS": bool(succeeded),
-        "ALL_FAILED": len(failed) == len(upstream),
-        "AT_LEAST_ONE_FAILED": bool(failed),
-    }[run_if]
-    if allowed:
-        return None
-    if run_if in ("ALL_SUCCESS", "NONE_FAILED") and failed:
-        return Outcome("UPSTREAM_FAILED", "Upstream task(s) failed.", "SKIPPED", "CLIENT_ERROR", "SKIPPED")
-    if cancelled and run_if in ("ALL_SUCCESS", "NONE_FAILED"):
-        return Outcome("UPSTREAM_CANCELED", "Upstream task(s) were cancelled.", "SKIPPED", "CLIENT_ERROR", "SKIPPED")
-    return Outcome("EXCLUDED", f"Condition {run_if} was not met.", "SKIPPED", "SUCCESS", "SKIPPED")
-
-
-@dataclass
-class Behaviour:
-    """What a task does, read from its ``emulator_*`` parameters."""
-
-    duration: float = DEFAULT_DURATION_SECONDS
-    result: str = "SUCCESS"
-    error: str | None = None
-    error_trace: str | None = None
-    output: str | None = None
-    fail_attempts: int = 0
-    problem: str | None = None
-
-    @classmethod
-    def from_params(cls, params: dict[str, str]) -> Behaviour:
-        b = cls(
-            error=params.get("emulator_error"),
-            error_trace=params.get("emulator_error_trace"),
-            output=params.get("emulator_output"),
-        )
-        try:
-            b.duration = max(0.0, float(params.get("emulator_duration", DEFAULT_DURATION_SECONDS)))
-            b.fail_attempts = int(params.get("emulator_fail_attempts", 0))
-        except ValueError as exc:
-            b.problem = f"Bad emulator parameter: {exc}"
-        result = params.get("emulator_result", "SUCCESS").upper()
-        if result not in EMULATED_RESULTS:
-            b.problem = f"Bad emulator parameter: emulator_result={result!r} (use one of {sorted(EMULATED_RESULTS)})"
-        b.result = result
-        return b
-
-
-@dataclass
-class Context:
-    """What scheduling needs from the engine."""
-
-    scale: float
-    new_id: Callable[[], int]
-    cluster_known: Callable[[str], bool]
-
-
-def schedule(
-    specs: dict[str, TaskSpec],
-    order: list[str],
-    *,
-    keys: Iterable[str],
-    view: dict[str, TaskRun],
-    params: Callable[[TaskSpec], dict[str, str]],
-    t0: float,
-    ctx: Context,
-) -> tuple[list[TaskRun], dict[str, TaskRun]]:
-    """New task runs for ``keys`` starting at ``t0``, in dependency order, over ``view``."""
-    wanted = set(keys)
-    view = dict(view)
-    created = []
-    setup = t0 + RUN_SETUP_SECONDS * ctx.scale
-    for key in order:
-        if key not in wanted:
-            continue
-        spec = specs[key]
-        upstream = [view[d] for d in spec.depends_on if d in view]
-        previous = view.get(key)
-        task = TaskRun(ctx.new_id(), spec, previous.attempt_number + 1 if previous else 0, params(spec))
-        task.ready = max([setup] + [u.end for u in upstream])
-        verdict = run_if_verdict(spec.run_if, [u.result for u in upstream])
-        if verdict is not None:
-            task.skip(verdict, task.ready)
-        else:
-            _execute(task, ctx)
-        view[key] = task
-        created.append(task)
-    return created, view
-
-
-def _execute(task: TaskRun, ctx: Context) -> None:
-    scale = ctx.scale
-    start = task.ready + TASK_PENDING_SECONDS * scale
-    term = TERMINATING_SECONDS * scale
-    cluster = task.spec.settings.get("existing_cluster_id")
-    if cluster is not None and not ctx.cluster_known(str(cluster)):
-        message = f"Cluster {cluster} does not exist"
-        task.error = message
-        task.finish(Outcome("FAILED", message, "CLUSTER_ERROR", "CLIENT_ERROR", "INTERNAL_ERROR"), start, start, term)
-        return
-    b = Behaviour.from_params(task.params)
-    task.output, task.error_trace = b.output, b.error_trace
-    result = b.result
-    message = b.error or ""
-    if b.problem:
-        result, message = "FAILED", b.problem
-    elif task.attempt_number < b.fail_attempts:
-        result = "FAILED"
-        message = b.error or f"Attempt {task.attempt_number} fails (emulator_fail_attempts={b.fail_attempts})"
-    run_for = b.duration * scale
-    if task.spec.timeout and task.spec.timeout * scale < run_for:
-        run_for = task.spec.timeout * scale
-        result, message = "TIMEDOUT", f"Task timed out after {task.spec.timeout:g} seconds (timeout_seconds)."
-    outcome = _task_outcome(result, message)
-    if outcome.result != "SUCCESS":
-        task.error = outcome.message
-    task.finish(outcome, start, start + run_for, term)
-
-
-def _task_outcome(result: str, message: str) -> Outcome:
-    if result == "SUCCESS":
-        return Outcome("SUCCESS", message)
-    if result == "FAILED":
-        return Outcome("FAILED", message or DEFAULT_ERROR, "RUN_EXECUTION_ERROR", "CLIENT_ERROR")
-    if result == "INTERNAL_ERROR":
-        return Outcome(
-            "FAILED", message or "Internal error (emulated).", "INTERNAL_ERROR", "INTERNAL_ERROR", "INTERNAL_ERROR"
-        )
-    if result == "TIMEDOUT":
-        return Outcome(
-            "TIMEDOUT", message or "Task timed out.", "CANCELED", "CLIENT_ERROR", user_cancelled_or_timedout=True
-        )
-    return Outcome(
-        "CANCELED", message or "Task was cancelled.", "CANCELED", "CLIENT_ERROR", user_cancelled_or_timedout=True
-    )
-
-
-def cut(tasks: Iterable[TaskRun], at: float, running: Outcome, waiting: Outcome, term: float) -> None:
-    """Stop every task that is not done by ``at``: the running one ends ``running``, the rest ``waiting``."""
-    for task in tasks:
-        if task.stop <= at and task.end > task.ready:
-            continue  # already ran to its end (or is terminating)
-        if task.end <= at:
-            continue  # a skip that already happened
-        if task.start <= at:
-            task.finish(running, task.start, at, term)
-        else:
-            task.ready = min(task.ready, at)
-            task.finish(waiting, at, at, term)
 
 
 @dataclass(eq=False)
