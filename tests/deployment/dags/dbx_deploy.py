@@ -1,0 +1,66 @@
+"""The Databricks DAGs the deployment tests drive through the REST API, against the emulator.
+
+Each Databricks run is named ``<dag id>/<dag run id>/<task id>``, so a test finds its runs in
+the emulator; ``dag_run.conf`` sets the emulated durations.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.sdk import DAG
+
+from airflow_dbx.operators import DatabricksSubmitRunOperator
+
+START = datetime.datetime(2026, 1, 1)
+RUN_NAME = "{{ ti.dag_id }}/{{ ti.run_id }}/{{ ti.task_id }}"
+CLUSTER = "emulator-deployment"
+
+
+def notebook(duration: str, result: str = "SUCCESS") -> dict[str, object]:
+    return {
+        "notebook_path": "/Shared/deployment",
+        "base_parameters": {"emulator_duration": duration, "emulator_result": result},
+    }
+
+
+def submit(task_id: str, duration: str, *, deferrable: bool, result: str = "SUCCESS", **kwargs: object) -> None:
+    DatabricksSubmitRunOperator(
+        task_id=task_id,
+        run_name=RUN_NAME,
+        existing_cluster_id=CLUSTER,
+        notebook_task=notebook(duration, result),
+        deferrable=deferrable,
+        polling_period_seconds=2,
+        **kwargs,
+    )
+
+
+# 1. Five waits at once with one worker slot; the same with deferrable=False, as the contrast.
+with DAG(dag_id="dbx_parallel_deferrable", start_date=START, schedule=None, catchup=False):
+    for number in range(5):
+        submit(f"run_{number}", "{{ dag_run.conf.get('duration', 30) }}", deferrable=True)
+
+with DAG(dag_id="dbx_parallel_blocking", start_date=START, schedule=None, catchup=False):
+    for number in range(3):
+        submit(f"run_{number}", "{{ dag_run.conf.get('duration', 10) }}", deferrable=False)
+
+# 2./3. Triggers that outlive their triggerer: each task must end with its run's true result.
+with DAG(dag_id="dbx_triggerer_handover", start_date=START, schedule=None, catchup=False):
+    for number in range(2):
+        submit(f"succeeds_{number}", "{{ dag_run.conf.get('duration', 25) }}", deferrable=True)
+    submit("fails", "{{ dag_run.conf.get('duration', 25) }}", deferrable=True, result="FAILED")
+
+# 4. A user marks the waiting task failed, then clears it: the first run is long, the next short.
+with DAG(dag_id="dbx_user_stop", start_date=START, schedule=None, catchup=False):
+    submit("long_run", "{{ 120 if ti.try_number == 1 else 3 }}", deferrable=True)
+
+# 5. The worker dies while the task waits in it; the retry reattaches to the same run.
+with DAG(dag_id="dbx_worker_dies", start_date=START, schedule=None, catchup=False):
+    submit(
+        "blocking_wait",
+        "{{ dag_run.conf.get('duration', 40) }}",
+        deferrable=False,
+        retries=1,
+        retry_delay=datetime.timedelta(seconds=1),
+    )
