@@ -1,6 +1,27 @@
 """The admin API under ``/__emulator__/``: drive faults, credentials and the clock from another process.
 
-Every route needs the same credentials as the Jobs API. Bodies are JSON objects.
+Every route needs the same credentials as the Jobs API; bodies and answers are JSON objects.
+
+=======================  =====================================================================
+``GET health``           ``{"ok": true, "url", "time_scale"}``
+``POST faults``          ``{"kind": "status"|"delay"|"drop"|"lose_response", "method": "POST",
+                         "path": "jobs/runs/submit", "count": 1, "status": 503, "retry_after": 2,
+                         "body": {...}, "seconds": 2.0}``; ``path``/``method`` may be ``"*"``
+``GET faults``           the pending faults; ``DELETE faults`` drops them and every rate limit
+``POST rate_limit``      ``{"path": "jobs/runs/get" or null, "per_second": 5, "burst": 5}``;
+                         ``per_second`` null or 0 removes the limit
+``GET requests``         ``{"requests": [RequestRecord as a dict, ...], "next": N}``; ``?since=N``
+                         returns only the records after the first N
+``GET runs``             ``{"runs": [snapshot, ...]}``; ``?run_id=N`` returns one snapshot
+``GET counters``         requests per "METHOD path", faults per kind, runs/jobs created, ...
+``POST reset``           forget runs, jobs, faults, the request log and the counters
+``GET|POST time_scale``  ``{"time_scale": 0.1}`` (applies to runs and repairs started later)
+``POST tokens``          ``{"token"}``; ``POST basic_users`` ``{"user", "password"}``
+``POST oauth_clients``   ``{"client_id", "secret", "ttl_seconds"}``
+``POST azure_clients``   ``{"tenant", "client_id", "secret", "ttl_seconds"}``
+``POST clusters``        ``{"cluster_id"}``: an ``existing_cluster_id`` to accept
+``POST expire_oauth_tokens``  every issued OAuth / Azure token is refused from now on
+=======================  =====================================================================
 """
 
 from __future__ import annotations
