@@ -1,0 +1,62 @@
+"""Every example DAG through ``airflow dags test`` against the emulator, in both wait modes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import AIRFLOW, airflow_env
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
+# dag id -> (Databricks tasks in it, whether their runs succeed)
+DAGS = {
+    "dbx_notebook_submit": (2, True),
+    "dbx_multi_task_submit": (1, True),
+    "dbx_run_now_by_name": (1, True),
+    "dbx_deferrable": (1, True),
+    "dbx_failure_report": (1, False),
+}
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
+def test_example_parses_without_errors_or_warnings(path: Path) -> None:
+    result = subprocess.run([sys.executable, "-W", "error", str(path)], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_every_example_dag_is_tested() -> None:
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == set(DAGS)
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+@pytest.mark.parametrize("dag_id", sorted(DAGS))
+def test_airflow_dags_test(dag_id: str, deferrable: bool, emulator, airflow_db) -> None:
+    tasks, succeeds = DAGS[dag_id]
+    if dag_id == "dbx_deferrable" and not deferrable:
+        pytest.skip("this example always defers")
+    if dag_id == "dbx_run_now_by_name":
+        emulator.create_job({"name": "nightly-sales", "tasks": [
+            {"task_key": "sales", "existing_cluster_id": "emulator-c", "notebook_task": {"notebook_path": "/s"}}]})
+    env = airflow_env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLES),
+        AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=str(deferrable),
+    )
+    result = subprocess.run([AIRFLOW, "dags", "test", dag_id, "2026-01-01"], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    output = result.stdout + result.stderr
+    runs = emulator.runs()
+    assert len(runs) == tasks, output[-3000:]
+    results = {run["state"].get("result_state") for run in runs}
+    assert results == ({"SUCCESS"} if succeeds else {"FAILED"})
+    assert (result.returncode == 0) == succeeds, output[-3000:]
+    for run in runs:
+        assert f"Databricks run {run['run_id']}: {run['run_page_url']}" in output
+    assert output.count("Pausing task as DEFERRED") == (tasks if deferrable else 0)
+    if not succeeds:
+        assert f"DatabricksRunFailed: Databricks run {runs[0]['run_id']} ended FAILED" in output
+        assert "AssertionError: 42 rows have a null customer_id" in output
