@@ -2,8 +2,8 @@
 
 One implementation of every auth mode: the sync transport calls ``headers()``, the async
 transport awaits ``aheaders()``, which answers from the token cache without I/O and runs the
-same sync fetch in a thread (``asyncio.to_thread``) only when a token must be fetched, so
-the event loop never blocks on a token endpoint.
+same sync fetch in a thread (``run_blocking``) only when a token must be fetched, so the
+event loop never blocks on a token endpoint.
 
 Token endpoints are reached through a ``TokenFetcher`` that the hook supplies (its requests
 session, TLS settings and error parsing), so a token request obeys the same TLS, proxy and
@@ -12,16 +12,16 @@ timeout settings as an API request, and its failures are classified by the same 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow.sdk.log import mask_secret
+from asgiref.sync import sync_to_async
 
 from airflow_dbx.api import DatabricksError
 
@@ -49,6 +49,8 @@ DEFAULT_TOKEN_LIFETIME = 3600.0
 
 SDK_EXTRA_HINT = "pip install 'airflow-dbx[sdk]'"
 
+T = TypeVar("T")
+
 
 class InvalidConnectionError(DatabricksError, ValueError):
     """The Airflow connection cannot be turned into a Databricks endpoint and credentials."""
@@ -63,6 +65,13 @@ def is_true(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in {"1", "true", "yes", "on"}
     return bool(value)
+
+
+async def run_blocking(fn: Callable[[], T]) -> T:
+    """``fn()`` in a worker thread, like ``asyncio.to_thread``, but through asgiref so that
+    Airflow's triggerer comms work from it: Airflow 3.1 answers a sync SDK call (reading a
+    connection, telling the supervisor to mask a secret) only from asgiref-managed threads."""
+    return await sync_to_async(fn, thread_sensitive=False)()
 
 
 # --------------------------------------------------------------------------- token cache
@@ -183,6 +192,10 @@ class StaticAuth(Auth):
         self.kind = kind
         self._header = header
         self._secrets = tuple(s for s in secrets if s)
+        # Airflow masks a connection's password, but not always a token kept in its extras,
+        # nor the base64 form of basic credentials.
+        for secret in self._secrets:
+            mask_secret(secret)
 
     @classmethod
     def token(cls, token: str) -> StaticAuth:
@@ -240,7 +253,7 @@ class TokenAuth(Auth):
         for header, request in self._tokens.items():
             value = self._cache.peek(request)
             if value is None:
-                return await asyncio.to_thread(self.headers)
+                return await run_blocking(self.headers)
             out[header] = _bearer(header, value)
         return out
 
@@ -299,7 +312,7 @@ class SdkAuth(Auth):
         return out
 
     async def aheaders(self) -> dict[str, str]:
-        return await asyncio.to_thread(self.headers)
+        return await run_blocking(self.headers)
 
     def secrets(self) -> tuple[str, ...]:
         return self._last

@@ -39,7 +39,7 @@ from airflow_dbx._transport import (
     timeout_from_extras,
     transport_error,
 )
-from airflow_dbx.auth import Auth, InvalidConnectionError, SdkAuth, build_auth, is_true
+from airflow_dbx.auth import Auth, InvalidConnectionError, SdkAuth, build_auth, is_true, run_blocking
 
 __all__ = ["DatabricksHook", "close_sessions", "parse_host"]
 
@@ -146,6 +146,12 @@ class DatabricksHook(BaseHook):
             base_url = parse_host(sdk_host)
         return _Settings(base_url, auth, timeout_from_extras(extras), self._verify(extras), proxies_from_extras(extras))
 
+    async def _asettings(self) -> _Settings:
+        # The first use reads the connection: a blocking Airflow call, so off the event loop.
+        if "_settings" in self.__dict__:
+            return self._settings
+        return await run_blocking(lambda: self._settings)
+
     def _verify(self, extras: Mapping[str, Any]) -> bool | str:
         if "verify_ssl" in extras and extras["verify_ssl"] not in (None, "") and not is_true(extras["verify_ssl"]):
             log.warning(
@@ -248,7 +254,7 @@ class DatabricksHook(BaseHook):
     async def _acall(
         self, endpoint: api.Endpoint, *, params: Mapping[str, Any] | None = None, body: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
-        settings = self._settings
+        settings = await self._asettings()
         url = self._url(endpoint)
         label = api.API_PREFIX + endpoint.path
         query = query_params(params)

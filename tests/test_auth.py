@@ -206,13 +206,14 @@ def test_one_refresh_for_many_threads_and_tasks_at_once(oauth) -> None:
 
 
 def test_async_reads_the_cache_without_a_thread(oauth, monkeypatch) -> None:
-    run_id = new_run(DatabricksHook())  # the token is now cached
+    hook = DatabricksHook()
+    run_id = new_run(hook)  # the token is now cached, and the connection read
 
-    def no_thread(*args, **kwargs):
+    async def no_thread(fn):
         raise AssertionError("a cached token must not need a thread")
 
-    monkeypatch.setattr(auth.asyncio, "to_thread", no_thread)
-    assert asyncio.run(DatabricksHook().a_get_run_state(run_id)).life_cycle_state
+    monkeypatch.setattr(auth, "run_blocking", no_thread)
+    assert asyncio.run(hook.a_get_run_state(run_id)).life_cycle_state
 
 
 # ---------------------------------------------------------------------- Azure AD
