@@ -231,6 +231,16 @@ class Run:
         """The task runs that ended without success, in the order the API lists them."""
         return [t for t in self.tasks if t.state.is_terminal and not t.state.is_successful()]
 
+    @property
+    def attempt_start_time(self) -> int:
+        """When the latest attempt began (epoch ms): the run's start, or its latest repair's.
+
+        Repairs are only known when the run was read with ``include_history``.
+        """
+        repairs = [int(item.get("start_time") or 0) for item in self.raw.get("repair_history", ())
+                   if item.get("type") == "REPAIR"]
+        return max([self.start_time, *repairs])
+
 
 def output_targets(run: Run, *, successful: bool) -> list[TaskRun]:
     """The task runs whose runs/get-output is worth reading once ``run`` has ended.
@@ -241,6 +251,53 @@ def output_targets(run: Run, *, successful: bool) -> list[TaskRun]:
     if not successful:
         return run.failed_tasks()
     return [task for task in run.tasks if task.is_notebook]
+
+
+# Results that a repair can turn into a success: the task itself failed or ran out of time.
+_REPAIRABLE_RESULTS = frozenset({"FAILED", "TIMEDOUT"})
+# Results of tasks that have nothing to redo: they succeeded, or their condition excluded them.
+_DONE_RESULTS = frozenset({SUCCESS, "EXCLUDED"})
+
+
+def is_repairable(run: Run, *, allow_success_with_failures: bool = False) -> bool:
+    """True when ``run`` ended unsuccessfully because a task failed or timed out.
+
+    A cancelled run (by a user, or by the task's own timeout) is not: a fresh run replaces it.
+    """
+    if not run.state.is_terminal or run.state.is_successful(allow_success_with_failures=allow_success_with_failures):
+        return False
+    failed = run.state.result_state in _REPAIRABLE_RESULTS or any(
+        task.state.result_state in _REPAIRABLE_RESULTS for task in run.tasks
+    )
+    return failed and bool(tasks_to_rerun(run))
+
+
+def tasks_to_rerun(run: Run) -> list[str]:
+    """The task keys a repair of ``run`` reruns: each task that did not succeed, and every task
+    downstream of one (even one that succeeded, since its input changes), in the API's order."""
+    keys = {t.task_key for t in run.tasks if t.state.is_terminal and t.state.result_state not in _DONE_RESULTS}
+    grew = True
+    while grew:
+        downstream = {t.task_key for t in run.tasks if t.task_key not in keys and keys.intersection(t.depends_on)}
+        grew = bool(downstream)
+        keys |= downstream
+    return [task.task_key for task in run.tasks if task.task_key in keys]
+
+
+def repair_request(run: Run, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The runs/repair body that reruns :func:`tasks_to_rerun` of ``run``.
+
+    ``latest_repair_id`` names the repair this one follows (``run`` must be read with
+    ``include_history``); the API refuses a request built from a stale view, so a repair
+    can never be requested twice from the same view. ``rerun_dependent_tasks`` lets the
+    service add any dependant the task list did not show. ``parameters`` are run-now's
+    overriding parameters (``notebook_params``, ``job_parameters``, ...), applied again.
+    """
+    body: dict[str, Any] = {"run_id": run.run_id, "rerun_tasks": tasks_to_rerun(run), "rerun_dependent_tasks": True}
+    if run.repair_ids:
+        body["latest_repair_id"] = run.repair_ids[-1]
+    body.update({key: value for key, value in (parameters or {}).items() if value is not None})
+    return body
 
 
 def summarise_run(
@@ -369,11 +426,11 @@ def merge_payload(json_arg: Mapping[str, Any] | str | None, named: Mapping[str, 
     elif isinstance(json_arg, str):
         try:
             parsed = json.loads(json_arg)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise PayloadError("json", f"a string that is not JSON ({exc.msg} at position {exc.pos})") from None
         if not isinstance(parsed, dict):
             raise PayloadError("json", f"expected a JSON object, got {type(parsed).__name__}")
-        base = parsed
+        base = dict(parsed)
     elif isinstance(json_arg, Mapping):
         base = dict(json_arg)
     else:
@@ -387,7 +444,8 @@ def normalise_payload(payload: Mapping[str, Any], root: str = "json") -> dict[st
 
     Refuses anything that has no JSON form, naming its path (``json.tasks[0].notebook_task``).
     """
-    return _normalise(payload, root, as_string=False)
+    normalised: dict[str, Any] = _normalise(payload, root, as_string=False)
+    return normalised
 
 
 def _normalise(value: Any, path: str, *, as_string: bool) -> Any:
@@ -477,8 +535,8 @@ def _check_token(payload: Mapping[str, Any]) -> None:
 
 def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
     """Refuse a polling or retry setting that is not a positive number."""
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value <= 0:
         expected = "a positive integer" if integer else "a positive number"
         raise PayloadError(name, f"expected {expected}, got {value!r}")
 

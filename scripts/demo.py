@@ -5,7 +5,6 @@ Run it with ``python3 run.py demo``, which prepares the environment first.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

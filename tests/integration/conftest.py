@@ -8,9 +8,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,6 +20,9 @@ try:
     from airflow.sdk.exceptions import TaskDeferred
 except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
     from airflow.exceptions import TaskDeferred  # type: ignore[no-redef]
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["TaskDeferred", "final_state"]
 

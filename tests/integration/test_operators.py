@@ -43,7 +43,7 @@ class TestParseTimeValidation:
             (lambda: submit(notebook_task={"notebook_path": "/x", "base_parameters": {"day": object()}}),
              r"json\.notebook_task\.base_parameters\.day: a object has no JSON form"),
             (lambda: run_now(job_id=1, job_name="n"), "job_id: give exactly one of job_id and job_name, not both"),
-            (lambda: run_now(), "job_id: give exactly one of job_id and job_name"),
+            (run_now, "job_id: give exactly one of job_id and job_name"),
             (lambda: run_now(job_id=1, notebook_params={"k": "v" * 10_001}), "notebook_params: 10010 bytes"),
             (lambda: submit(notebook_task=NOTEBOOK, polling_period_seconds=0),
              "polling_period_seconds: expected a positive number, got 0"),

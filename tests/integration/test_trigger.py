@@ -80,7 +80,7 @@ def test_a_restarted_triggerer_picks_up_the_run_and_cancels_nothing(emulator, mo
             return  # Airflow 3.3 calls on_kill only for a user's action, never on a restart
 
     asyncio.run(triggerer_restart())
-    classpath, kwargs = first.serialize()
+    _, kwargs = first.serialize()
     second = DatabricksRunTrigger(**kwargs)
     (event,) = asyncio.run(events(second))
     assert event["successful"] is True
