@@ -32,10 +32,22 @@ TOKEN = "dapi-bench-token"
 CONNECTIONS = 100
 
 
-def start_emulator(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_emulator(workdir: Path, loop: str) -> tuple[subprocess.Popen[bytes], str]:
     port_file = workdir / "url"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_dbx.emulator", "--port", "0", "--port-file", str(port_file), "--token", TOKEN],
+        [
+            sys.executable,
+            "-m",
+            "airflow_dbx.emulator",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--token",
+            TOKEN,
+            "--loop",
+            loop,
+        ],
         stdout=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
@@ -119,9 +131,9 @@ async def phase(url: str, pid: int, run_ids: list[int], seconds: float, warmup: 
     }
 
 
-async def bench(seconds: float, runs: int) -> tuple[dict[str, Any], dict[str, Any]]:
+async def bench(seconds: float, runs: int, loop: str) -> tuple[dict[str, Any], dict[str, Any]]:
     with tempfile.TemporaryDirectory() as workdir:
-        process, url = start_emulator(Path(workdir))
+        process, url = start_emulator(Path(workdir), loop)
         try:
             async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as session:
                 active = await create_runs(session, url, runs, finished=False)
@@ -135,7 +147,7 @@ async def bench(seconds: float, runs: int) -> tuple[dict[str, Any], dict[str, An
     return active_figures, finished_figures
 
 
-def report(active: dict[str, Any], finished: dict[str, Any], seconds: float, runs: int) -> str:
+def report(active: dict[str, Any], finished: dict[str, Any], seconds: float, runs: int, loop: str) -> str:
     def row(name: str, f: dict[str, Any]) -> str:
         return (
             f"| {name} | {f['rps']:,.0f} | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['emulator_cpu']:.0%} "
@@ -147,10 +159,11 @@ def report(active: dict[str, Any], finished: dict[str, Any], seconds: float, run
         [
             "# Emulator benchmark: jobs/runs/get",
             "",
-            f"`python benchmarks/emulator_bench.py --seconds {seconds:g} --runs {runs}`: the emulator in its own",
-            f"process, {CONNECTIONS} keep-alive connections from one aiohttp client process, {seconds:g} s per phase",
-            f"after a 1 s warm-up, random run ids among {runs} two-task runs. CPU is the share of one core over",
-            "the phase (from /proc); load avg is the machine's 1-minute load at the end of the phase.",
+            f"`python benchmarks/emulator_bench.py --seconds {seconds:g} --runs {runs} --loop {loop}`:",
+            f"the emulator in its own process, {CONNECTIONS} keep-alive connections from one aiohttp client",
+            f"process, {seconds:g} s per phase after a 1 s warm-up, random run ids among {runs} two-task runs.",
+            "CPU is the share of one core over the phase (from /proc); load avg is the machine's 1-minute",
+            "load at the end of the phase.",
             "",
             f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
             f"Python {platform.python_version()}, aiohttp {aiohttp.__version__},",
@@ -173,11 +186,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured phase (max 60)")
     parser.add_argument("--runs", type=int, default=200, help="runs created per phase (max 2000)")
+    parser.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="the emulator's loop")
     parser.add_argument("--markdown", type=Path, help="also write the report to this file")
     args = parser.parse_args()
     seconds, runs = min(max(args.seconds, 1.0), 60.0), min(max(args.runs, 1), 2000)
-    active, finished = asyncio.run(bench(seconds, runs))
-    text = report(active, finished, seconds, runs)
+    active, finished = asyncio.run(bench(seconds, runs, args.loop))
+    text = report(active, finished, seconds, runs, args.loop)
     print(text)
     if args.markdown:
         args.markdown.write_text(text)

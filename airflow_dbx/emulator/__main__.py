@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -16,7 +16,7 @@ from airflow_dbx.emulator.auth import Client
 from airflow_dbx.emulator.server import DEFAULT_TOKEN
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Coroutine, Sequence
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -38,6 +38,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--basic-user", type=_pair, action="append", default=[], metavar="USER:PASSWORD")
     parser.add_argument("--oauth-client", type=_pair, action="append", default=[], metavar="CLIENT_ID:SECRET")
     parser.add_argument("--cluster", action="append", default=[], help="an existing_cluster_id to accept")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default) or asyncio's own",
+    )
     args = parser.parse_args(argv)
     if args.time_scale <= 0:
         parser.error("--time-scale must be positive")
@@ -74,10 +80,24 @@ async def serve(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
+def _run(main: Coroutine[Any, Any, None], loop: str) -> None:
+    """Run on uvloop when asked or, with ``auto``, when it is installed; else on asyncio's own loop."""
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise SystemExit("--loop uvloop: uvloop is not installed") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        asyncio.run(serve(args))
+        _run(serve(args), args.loop)
     except OSError as exc:
         print(f"airflow-dbx emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
