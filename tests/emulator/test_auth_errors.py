@@ -194,3 +194,11 @@ def test_a_handler_bug_is_a_500_json_and_the_server_keeps_serving(emu: Emulator,
     assert response.status_code == 500
     assert response.json() == {"error_code": "INTERNAL_ERROR", "message": "Emulator error: RuntimeError"}
     assert api.get("jobs/list").status_code == 200
+
+
+def test_token_endpoint_faults_can_be_injected(emu: Emulator) -> None:
+    emu.add_oauth_client("sp-id", "sp-secret")
+    emu.fail_next("POST", "/oidc/v1/token", status=503, retry_after=1)
+    first = _oauth(emu, data={"grant_type": "client_credentials"}, auth=("sp-id", "sp-secret"))
+    assert first.status_code == 503 and first.headers["Retry-After"] == "1"
+    assert _oauth(emu, data={"grant_type": "client_credentials"}, auth=("sp-id", "sp-secret")).status_code == 200

@@ -145,3 +145,11 @@ def test_jobs_delete_and_get(emu: Emulator, api: Api) -> None:
     assert api.ok(api.post("jobs/delete", {"job_id": job_id})) == {}
     missing = api.get("jobs/get", job_id=job_id)
     assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_runs_get_of_a_task_run_id_shows_that_task_run(api: Api) -> None:
+    run_id = api.submit({"run_name": "x", "tasks": [task("a"), task("b", "a")]})
+    b = api.run(run_id)["tasks"][1]
+    view = api.run(b["run_id"])
+    assert view["run_id"] == b["run_id"] and view["task_key"] == "b"
+    assert view["parent_run_id"] == run_id and view["job_id"] == run_id
