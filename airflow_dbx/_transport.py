@@ -290,11 +290,14 @@ def proxies_from_extras(extras: Mapping[str, Any]) -> dict[str, str]:
 
 
 def exhausted(exc: BaseException, controller: tenacity.BaseRetrying) -> DatabricksApiError:
-    """The error to raise once retries are over: the last failure, with the attempt count."""
+    """The error to raise once retrying is over: the last failure, as a plain
+    DatabricksApiError that counts the attempts made."""
     last = exc.last_attempt.exception() if isinstance(exc, tenacity.RetryError) else exc
     attempts = int(controller.statistics.get("attempt_number", 1))
     if not isinstance(last, DatabricksApiError):
         return DatabricksApiError(method="?", endpoint="?", status_code=None, message=str(last), attempts=attempts)
+    if type(last) is DatabricksApiError and last.attempts == attempts:
+        return last
     return DatabricksApiError(
         method=last.method,
         endpoint=last.endpoint,

@@ -27,7 +27,6 @@ from airflow.sdk import BaseHook
 from airflow_dbx import __version__, api
 from airflow_dbx._transport import (
     SESSIONS,
-    Transient,
     answer_of,
     exhausted,
     host_of_url,
@@ -297,14 +296,14 @@ class DatabricksHook(BaseHook):
             return self._finish_async(controller, attempt)
         try:
             return controller(attempt)
-        except (Transient, tenacity.RetryError) as exc:
+        except (api.DatabricksApiError, tenacity.RetryError) as exc:
             raise exhausted(exc, controller) from None
 
     @staticmethod
     async def _finish_async(controller: tenacity.AsyncRetrying, attempt: Any) -> Any:
         try:
             return await controller(attempt)
-        except (Transient, tenacity.RetryError) as exc:
+        except (api.DatabricksApiError, tenacity.RetryError) as exc:
             raise exhausted(exc, controller) from None
 
     def _log_answer(self, endpoint: api.Endpoint, status: int, started: float) -> None:

@@ -32,7 +32,7 @@ def runs_get_statuses(emulator) -> list[int | None]:
 def test_503_burst_is_retried(emulator_conn, run_id, call) -> None:
     emulator_conn.fail_next("GET", "jobs/runs/get", count=2, status=503)
     state = call(DatabricksHook(retry_limit=3, retry_delay=0.01), "get_run_state", run_id)
-    assert state.life_cycle_state in {"PENDING", "RUNNING", "TERMINATED"}
+    assert state.is_known
     assert runs_get_statuses(emulator_conn) == [503, 503, 200]
 
 
@@ -190,3 +190,11 @@ def test_total_time_is_bounded(monkeypatch, emulator_conn, run_id) -> None:
     with pytest.raises(DatabricksApiError) as info:
         DatabricksHook(retry_limit=100, retry_delay=0.05).get_run_state(run_id)
     assert 1 < info.value.attempts < 100
+
+
+def test_a_final_refusal_after_retries_counts_every_attempt(emulator_conn, call) -> None:
+    emulator_conn.fail_next("GET", "jobs/runs/get", status=503)
+    with pytest.raises(DatabricksApiError) as info:
+        call(DatabricksHook(retry_delay=0.01), "get_run_state", 987654321)  # then 404: no such run
+    assert (info.value.status_code, info.value.attempts) == (404, 2)
+    assert "failed after 2 attempts: HTTP 404" in str(info.value)
