@@ -7,6 +7,15 @@ from typing import Any
 from airflow import __version__ as _airflow_version
 from airflow.triggers.base import BaseTrigger
 
+try:
+    from airflow.sdk import conf
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+except ImportError:  # Airflow 3.1: the Task SDK has neither yet
+    from airflow.configuration import conf
+    from airflow.exceptions import AirflowTaskTimeout
+
+__all__ = ["AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowTaskTimeout", "conf", "task_instance_state"]
+
 AIRFLOW_VERSION: tuple[int, int] = tuple(int(part) for part in _airflow_version.split(".")[:2])  # type: ignore[assignment]
 
 # Airflow 3.3 calls an async ``BaseTrigger.on_kill`` when a user acts on a deferred task;

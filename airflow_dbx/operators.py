@@ -12,10 +12,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, BaseOperatorLink, conf
-from airflow.sdk.exceptions import AirflowTaskTimeout
+from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_dbx import api
+from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.trigger import DatabricksRunTrigger
 
@@ -62,6 +62,23 @@ def _is_literal(value: Any) -> bool:
     return not callable(getattr(value, "resolve", None))
 
 
+def publish_run(context: Context, run: api.Run, *, push: bool) -> None:
+    """Log the run page and, when ``push``, put the run's identity in XCom (the extra link reads it)."""
+    log.info("Databricks run %s: %s", run.run_id, run.run_page_url)
+    if push:
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_RUN_ID, value=run.run_id)
+        ti.xcom_push(key=XCOM_JOB_ID, value=run.job_id)
+        ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
+
+
+def summarise_ended_run(hook: DatabricksHook, run: api.Run, allow_success_with_failures: bool) -> dict[str, Any]:
+    """The outcome of a run that ended, as the trigger's event carries it (outputs read here)."""
+    successful = run.state.is_successful(allow_success_with_failures=allow_success_with_failures)
+    outputs = {task.run_id: hook.get_run_output(task.run_id) for task in api.output_targets(run, successful=successful)}
+    return api.summarise_run(run, outputs, allow_success_with_failures=allow_success_with_failures)
+
+
 class DatabricksRunOperatorBase(BaseOperator):
     """What both operators share; subclasses name their endpoint and parameters.
 
@@ -78,6 +95,9 @@ class DatabricksRunOperatorBase(BaseOperator):
     :param wait_for_termination: wait for the run to end (default), or return once it started.
     :param deferrable: wait in the triggerer instead of the worker.
     :param allow_success_with_failures: count a SUCCESS_WITH_FAILURES run as a success.
+    :param repair_on_retry: when a new try finds that an earlier try's run failed or timed out
+        in a task, repair that run (``jobs/runs/repair``: rerun its unsuccessful tasks and those
+        downstream of them) instead of starting a fresh run. A cancelled run is replaced.
     """
 
     endpoint: ClassVar[api.Endpoint]
@@ -101,6 +121,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         wait_for_termination: bool = True,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         allow_success_with_failures: bool = False,
+        repair_on_retry: bool = False,
         named: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -118,6 +139,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         self.wait_for_termination = wait_for_termination
         self.deferrable = deferrable
         self.allow_success_with_failures = allow_success_with_failures
+        self.repair_on_retry = repair_on_retry
         for name in self.named_fields:
             setattr(self, name, (named or {}).get(name))
         self._run_id: int | None = None
@@ -169,12 +191,16 @@ class DatabricksRunOperatorBase(BaseOperator):
     def before_fresh_start(self, hook: DatabricksHook, payload: Mapping[str, Any]) -> None:
         """Called once per task instance before its first run starts (run-now cancels others here)."""
 
+    def repair_parameters(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters a repair of this operator's run applies again (run-now's overrides)."""
+        return {}
+
     def execute(self, context: Context) -> int:
         hook = self._hook()
         payload = self.build_payload(hook)
         run = self._start_or_reattach(hook, payload, context)
         self._run_id = run.run_id
-        self._publish(context, run)
+        publish_run(context, run, push=self.do_xcom_push)
         if not self.wait_for_termination:
             return run.run_id
         if not run.state.is_terminal and self.deferrable:
@@ -185,7 +211,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             log.warning("Execution timeout: cancelling Databricks run %s", run.run_id)
             hook.cancel_run(run.run_id)
             raise
-        return self._complete(context, self._summarise(hook, run))
+        return self._complete(context, summarise_ended_run(hook, run, self.allow_success_with_failures))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
         """Resume after the trigger fired: its event carries the run's outcome."""
@@ -206,7 +232,8 @@ class DatabricksRunOperatorBase(BaseOperator):
 
         Run ``n`` of the chain carries token generation ``n``. A new try walks the
         generations: a run still active or already successful is reattached; a run that
-        ended otherwise sends it to the next generation, whose POST starts a fresh run.
+        ended otherwise sends it to the next generation, whose POST starts a fresh run -- or,
+        with ``repair_on_retry``, is repaired when a task of it failed.
         """
         ti = context["ti"]
         chain = (ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
@@ -215,7 +242,8 @@ class DatabricksRunOperatorBase(BaseOperator):
         try_started = ti.start_date.timestamp() if ti.start_date else time.time()
         for generation in range(max(ti.try_number, 1)):
             token = api.derive_idempotency_token(*chain, generation=generation, base=payload.get("idempotency_token"))
-            run = hook.get_run(self.post(hook, {**payload, "idempotency_token": token}))
+            run_id = self.post(hook, {**payload, "idempotency_token": token})
+            run = hook.get_run(run_id, include_history=self.repair_on_retry)
             if ti.try_number <= 1 or run.start_time / 1000 >= try_started - _CLOCK_SKEW_SECONDS:
                 return run
             if not run.state.is_terminal:
@@ -225,18 +253,35 @@ class DatabricksRunOperatorBase(BaseOperator):
                 log.info("Databricks run %s of an earlier try already succeeded", run.run_id)
                 return run
             log.info("Databricks run %s of an earlier try ended %s", run.run_id, run.state.outcome)
+            allow = self.allow_success_with_failures
+            if self.repair_on_retry and api.is_repairable(run, allow_success_with_failures=allow):
+                return self._repair(hook, run, payload)
         raise api.DatabricksError(
             f"Every earlier run of this task ended unsuccessfully and no fresh run could be started "
             f"after {ti.try_number} token generations; is the workspace's clock far from Airflow's?"
         )
 
-    def _publish(self, context: Context, run: api.Run) -> None:
-        log.info("Databricks run %s: %s", run.run_id, run.run_page_url)
-        if self.do_xcom_push:
-            ti = context["ti"]
-            ti.xcom_push(key=XCOM_RUN_ID, value=run.run_id)
-            ti.xcom_push(key=XCOM_JOB_ID, value=run.job_id)
-            ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
+    def _repair(self, hook: DatabricksHook, run: api.Run, payload: Mapping[str, Any]) -> api.Run:
+        """Repair an earlier try's failed run and return it, active again.
+
+        A new try calls this only for a run that has ended, so a repair requested by a try
+        whose worker died is reattached to while it runs; once it ended, the next repair
+        names it as ``latest_repair_id``.
+        """
+        body = api.repair_request(run, self.repair_parameters(payload))
+        log.info("Repairing Databricks run %s: rerunning %s", run.run_id, ", ".join(body["rerun_tasks"]))
+        try:
+            repair_id = hook.repair_run(body)
+        except api.DatabricksApiError:
+            # A request whose answer was lost is sent again and refused (the run is active
+            # again, or latest_repair_id is stale): the first one went through.
+            current = hook.get_run(run.run_id, include_history=True)
+            if current.repair_ids == run.repair_ids:
+                raise
+            log.info("Databricks run %s is already under repair %s", run.run_id, current.repair_ids[-1])
+            return current
+        log.info("Repair %s of Databricks run %s started", repair_id, run.run_id)
+        return hook.get_run(run.run_id, include_history=True)
 
     def _defer(self, context: Context, run: api.Run) -> None:
         deadline = None
@@ -254,13 +299,14 @@ class DatabricksRunOperatorBase(BaseOperator):
                 deadline=deadline,
                 run_page_url=run.run_page_url,
                 allow_success_with_failures=self.allow_success_with_failures,
-                waiting_since=run.start_time / 1000 or None,
+                waiting_since=run.attempt_start_time / 1000 or None,
             ),
             method_name="execute_complete",
         )
 
     def _wait(self, hook: DatabricksHook, run: api.Run) -> api.Run:
-        waited = max(time.time() - run.start_time / 1000, 0.0) if run.start_time else 0.0
+        started = run.attempt_start_time / 1000
+        waited = max(time.time() - started, 0.0) if started else 0.0
         delays = api.poll_delays(self.polling_period_seconds, waited=waited)
         while not run.state.is_terminal:
             time.sleep(next(delays))
@@ -268,12 +314,6 @@ class DatabricksRunOperatorBase(BaseOperator):
             if run.state.outcome != previous:
                 log.info("Databricks run %s is %s", run.run_id, run.state.outcome)
         return run
-
-    def _summarise(self, hook: DatabricksHook, run: api.Run) -> dict[str, Any]:
-        allow = self.allow_success_with_failures
-        targets = api.output_targets(run, successful=run.state.is_successful(allow_success_with_failures=allow))
-        outputs = {task.run_id: hook.get_run_output(task.run_id) for task in targets}
-        return api.summarise_run(run, outputs, allow_success_with_failures=allow)
 
     def _complete(self, context: Context, outcome: Mapping[str, Any]) -> int:
         self._run_id = None
@@ -398,6 +438,9 @@ class DatabricksRunNowOperator(DatabricksRunOperatorBase):
         if self.cancel_previous_runs:
             log.info("Cancelling the active runs of job %s", payload["job_id"])
             hook.cancel_all_runs(payload["job_id"])
+
+    def repair_parameters(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        return {name: payload[name] for name in api.RUN_NOW_PARAMETER_FIELDS if payload.get(name) is not None}
 
     def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
         return hook.run_now(payload)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import AIRFLOW, airflow_env
+from tests.integration.conftest import AIRFLOW, STRICT_WARNINGS, airflow_env
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "dags_examples"
 # dag id -> (Databricks tasks in it, whether their runs succeed)
@@ -23,7 +23,7 @@ DAGS = {
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.py")), ids=lambda p: p.stem)
 def test_example_parses_without_errors_or_warnings(path: Path) -> None:
-    result = subprocess.run([sys.executable, "-W", "error", str(path)], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *STRICT_WARNINGS, str(path)], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""

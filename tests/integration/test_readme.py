@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import STRICT_WARNINGS
+
 README = Path(__file__).resolve().parents[2] / "README.rst"
 
 
@@ -33,7 +35,7 @@ def test_the_readme_has_examples_of_each_kind() -> None:
 
 @pytest.mark.parametrize("block", DAG_BLOCKS, ids=lambda b: re.search(r'DAG\("(\w+)"', b).group(1))  # type: ignore[union-attr]
 def test_dag_examples_build_without_warnings(block: str) -> None:
-    result = subprocess.run([sys.executable, "-W", "error", "-c", block], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *STRICT_WARNINGS, "-c", block], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
