@@ -1,0 +1,223 @@
+"""repair_on_retry: a new try repairs its earlier try's failed run instead of starting another."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from airflow_dbx import api
+from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
+from airflow_dbx.trigger import DatabricksRunTrigger
+from tests.integration.conftest import TaskDeferred, final_state
+
+CLUSTER = "emulator-cluster"
+
+
+def three_tasks(*, fail_attempts: int = 1, middle_seconds: float = 1) -> list[dict[str, Any]]:
+    """extract -> transform -> load; transform fails its first ``fail_attempts`` attempts."""
+    def notebook(path: str, **params: Any) -> dict[str, Any]:
+        return {"notebook_path": path, "base_parameters": {"emulator_duration": 1, **params}}
+
+    return [
+        {"task_key": "extract", "existing_cluster_id": CLUSTER, "notebook_task": notebook("/extract")},
+        {"task_key": "transform", "existing_cluster_id": CLUSTER, "depends_on": [{"task_key": "extract"}],
+         "notebook_task": notebook("/transform", emulator_fail_attempts=fail_attempts,
+                                   emulator_duration=middle_seconds, emulator_error="ValueError: bad rows")},
+        {"task_key": "load", "existing_cluster_id": CLUSTER, "depends_on": [{"task_key": "transform"}],
+         "notebook_task": notebook("/load")},
+    ]
+
+
+@pytest.fixture(params=["submit", "run_now"])
+def make(request, emulator) -> Any:
+    """An operator factory for the three-task run, by runs/submit or by run-now of a job."""
+    def factory(tasks: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
+        kwargs.setdefault("task_id", "t")
+        kwargs.setdefault("polling_period_seconds", 1)
+        tasks = tasks or three_tasks()
+        if request.param == "submit":
+            return DatabricksSubmitRunOperator(tasks=tasks, **kwargs)
+        job_id = emulator.create_job({"name": f"job-{len(emulator.runs())}", "tasks": tasks})
+        return DatabricksRunNowOperator(job_id=job_id, notebook_params={"day": "2026-01-01"}, **kwargs)
+
+    return factory
+
+
+def attempts(emulator, run_id: int) -> dict[str, int]:
+    """How many times each task of the run ran."""
+    return {task["task_key"]: task["attempt_number"] + 1 for task in emulator.run(run_id)["tasks"]}
+
+
+def repair_posts(emulator) -> int:
+    return sum(1 for r in emulator.requests if r.method == "POST" and r.path.endswith("jobs/runs/repair"))
+
+
+def fail_first_try(op: Any, ctx: Any) -> None:
+    with pytest.raises(api.DatabricksRunFailed, match=r"- task transform \(FAILED\): ValueError: bad rows"):
+        op.execute(ctx)
+
+
+class TestRepairOnRetry:
+    def test_the_next_try_reruns_only_the_failed_task_and_its_downstream(self, emulator, try_context, make) -> None:
+        op = make(repair_on_retry=True)
+        fail_first_try(op, try_context(1))
+        [run] = emulator.runs()
+        assert attempts(emulator, run["run_id"]) == {"extract": 1, "transform": 1, "load": 1}
+
+        ctx = try_context(2)
+        assert op.execute(ctx) == run["run_id"]
+        [repaired] = emulator.runs()
+        assert api.RunState.from_dict(repaired).is_successful()
+        assert attempts(emulator, run["run_id"]) == {"extract": 1, "transform": 2, "load": 2}
+        assert [item["type"] for item in repaired["repair_history"]] == ["ORIGINAL", "REPAIR"]
+        assert repair_posts(emulator) == 1
+        assert ctx.xcom["run_id"] == run["run_id"]
+
+    def test_without_repair_the_next_try_starts_a_fresh_run(self, emulator, try_context, make) -> None:
+        op = make()
+        fail_first_try(op, try_context(1))
+        # A fresh run is attempt 0 of every task again, so the flaky task fails again.
+        fail_first_try(op, try_context(2))
+        runs = emulator.runs()
+        assert len(runs) == 2
+        assert [attempts(emulator, run["run_id"]) for run in runs] == [{"extract": 1, "transform": 1, "load": 1}] * 2
+        assert repair_posts(emulator) == 0
+
+    def test_a_repair_that_fails_again_is_reported_and_repaired_again_by_the_next_try(
+        self, emulator, try_context, make
+    ) -> None:
+        op = make(tasks=three_tasks(fail_attempts=2), repair_on_retry=True)
+        fail_first_try(op, try_context(1))
+        fail_first_try(op, try_context(2))
+        run_id = op.execute(try_context(3))
+        assert len(emulator.runs()) == 1
+        # load was skipped (UPSTREAM_FAILED) after each failure, and rerun by each repair.
+        assert attempts(emulator, run_id) == {"extract": 1, "transform": 3, "load": 3}
+        history = emulator.run(run_id)["repair_history"]
+        assert [item["type"] for item in history] == ["ORIGINAL", "REPAIR", "REPAIR"]
+        assert repair_posts(emulator) == 2
+
+    def test_a_cancelled_run_is_replaced_not_repaired(self, emulator, try_context, make) -> None:
+        op = make(tasks=three_tasks(fail_attempts=0), repair_on_retry=True, wait_for_termination=False)
+        first = op.execute(try_context(1))
+        op.on_kill()
+        assert final_state(emulator, first).result_state == "CANCELED"
+        op.wait_for_termination = True
+        second = op.execute(try_context(2))
+        assert second != first
+        assert len(emulator.runs()) == 2
+        assert repair_posts(emulator) == 0
+
+
+class TestRepairBookkeeping:
+    def test_a_repair_whose_worker_died_is_reattached_not_requested_again(self, emulator, try_context, make) -> None:
+        op = make(tasks=three_tasks(middle_seconds=20), repair_on_retry=True)
+        fail_first_try(op, try_context(1))
+        # Try 2 requests the repair and defers; its worker dies before the trigger fires.
+        op.deferrable = True
+        with pytest.raises(TaskDeferred):
+            op.execute(try_context(2))
+        [run] = emulator.runs()
+        assert not api.RunState.from_dict(run).is_terminal
+        # Try 3 finds the run under repair and waits for it.
+        op.deferrable = False
+        assert op.execute(try_context(3)) == run["run_id"]
+        assert repair_posts(emulator) == 1
+        assert attempts(emulator, run["run_id"]) == {"extract": 1, "transform": 2, "load": 2}
+
+    def test_a_lost_repair_answer_is_retried_into_the_same_repair(self, emulator, try_context, make) -> None:
+        op = make(repair_on_retry=True)
+        fail_first_try(op, try_context(1))
+        emulator.lose_response_next("POST", "jobs/runs/repair")
+        run_id = op.execute(try_context(2))
+        # The retried POST is refused (the run is under repair already); one repair ran.
+        assert repair_posts(emulator) == 2
+        assert emulator.counters["repairs"] == 1
+        assert attempts(emulator, run_id) == {"extract": 1, "transform": 2, "load": 2}
+
+    def test_deferrable_repair_waits_in_the_trigger_on_the_same_run(self, emulator, try_context, make) -> None:
+        op = make(repair_on_retry=True, deferrable=True)
+        ctx1 = try_context(1)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx1)
+        event = first_event(deferred.value.trigger)
+        with pytest.raises(api.DatabricksRunFailed):
+            op.execute_complete(ctx1, event)
+
+        ctx2 = try_context(2)
+        with pytest.raises(TaskDeferred) as deferred:
+            op.execute(ctx2)
+        trigger = deferred.value.trigger
+        assert isinstance(trigger, DatabricksRunTrigger)
+        assert trigger.run_id == event["run_id"]
+        history = emulator.run(trigger.run_id)["repair_history"]
+        # The polling schedule starts from the repair, not from the run's first start.
+        assert trigger.waiting_since == pytest.approx(history[-1]["start_time"] / 1000)
+        event = first_event(trigger)
+        assert op.execute_complete(ctx2, event) == trigger.run_id
+        assert len(emulator.runs()) == 1
+        assert attempts(emulator, trigger.run_id) == {"extract": 1, "transform": 2, "load": 2}
+
+
+def first_event(trigger: DatabricksRunTrigger) -> dict[str, Any]:
+    async def run() -> dict[str, Any]:
+        async for event in trigger.run():
+            return event.payload
+        raise AssertionError("no event")
+
+    return asyncio.run(run())
+
+
+class TestRepairRequest:
+    """The pure part: which tasks a repair reruns, and its bookkeeping fields."""
+
+    @staticmethod
+    def run(tasks: list[tuple[str, str, tuple[str, ...]]], result: str = "FAILED", repairs: int = 0) -> api.Run:
+        return api.Run.from_dict({
+            "run_id": 7,
+            "state": {"life_cycle_state": "TERMINATED", "result_state": result},
+            "tasks": [
+                {"task_key": key, "run_id": i + 100, "depends_on": [{"task_key": d} for d in deps],
+                 "state": {"life_cycle_state": "TERMINATED" if outcome != "UPSTREAM_FAILED" else "SKIPPED",
+                           "result_state": outcome}}
+                for i, (key, outcome, deps) in enumerate(tasks)
+            ],
+            "repair_history": [{"type": "ORIGINAL"}] + [{"type": "REPAIR", "id": 50 + i} for i in range(repairs)],
+        })
+
+    def test_failed_tasks_and_everything_downstream_even_if_it_succeeded(self) -> None:
+        run = self.run([
+            ("a", "SUCCESS", ()),
+            ("b", "FAILED", ("a",)),
+            ("side", "SUCCESS", ("a",)),
+            ("c", "SUCCESS", ("b", "side")),  # run_if ALL_DONE: ran despite b
+            ("d", "UPSTREAM_FAILED", ("c",)),
+            ("skipped_branch", "EXCLUDED", ("a",)),
+        ])
+        assert api.tasks_to_rerun(run) == ["b", "c", "d"]
+        assert api.repair_request(run, {"notebook_params": {"day": "1"}, "jar_params": None}) == {
+            "run_id": 7, "rerun_tasks": ["b", "c", "d"], "rerun_dependent_tasks": True,
+            "notebook_params": {"day": "1"},
+        }
+
+    def test_a_later_repair_names_the_latest_one(self) -> None:
+        run = self.run([("a", "FAILED", ())], repairs=2)
+        assert api.repair_request(run)["latest_repair_id"] == 51
+
+    @pytest.mark.parametrize(
+        ("result", "task_result", "repairable"),
+        [("FAILED", "FAILED", True), ("TIMEDOUT", "TIMEDOUT", True), ("SUCCESS_WITH_FAILURES", "FAILED", True),
+         ("CANCELED", "CANCELED", False), ("SUCCESS", "SUCCESS", False)],
+    )
+    def test_only_failures_are_repaired(self, result: str, task_result: str, repairable: bool) -> None:
+        assert api.is_repairable(self.run([("a", task_result, ())], result=result)) is repairable
+
+    def test_run_now_reapplies_its_parameters_and_submit_has_none(self) -> None:
+        payload = {"job_id": 1, "notebook_params": {"day": "1"}, "job_parameters": {"env": "prod"}, "idempotency_token": "x"}
+        op = DatabricksRunNowOperator(task_id="r", job_id=1)
+        assert op.repair_parameters(payload) == {"notebook_params": {"day": "1"}, "job_parameters": {"env": "prod"}}
+        submit = DatabricksSubmitRunOperator(task_id="s", notebook_task={"notebook_path": "/x"},
+                                             existing_cluster_id=CLUSTER)
+        assert submit.repair_parameters({"notebook_params": {"day": "1"}}) == {}
