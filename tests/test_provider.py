@@ -34,7 +34,12 @@ def test_providers_manager_lists_provider_and_connection_fields() -> None:
         manager = ProvidersManager()
         assert "airflow-dbx" in manager.providers
         assert manager.providers["airflow-dbx"].version == airflow_dbx.__version__
-        hooks = manager.hooks
+        try:  # Airflow 3.3 moved hook lookup to the Task SDK
+            from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+            hooks = ProvidersManagerTaskRuntime().hooks
+        except ImportError:
+            hooks = manager.hooks
         assert "dbx" in hooks
         hook_info = hooks["dbx"]
         assert hook_info is not None
