@@ -21,6 +21,7 @@ EXAMPLES = [
     ("dbx_run_now_by_name", True),
     ("dbx_deferrable", True),
     ("dbx_failure_report", False),
+    ("dbx_submit_then_sense", True),
 ]
 
 

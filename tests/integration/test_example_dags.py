@@ -18,6 +18,7 @@ DAGS = {
     "dbx_run_now_by_name": (1, True),
     "dbx_deferrable": (1, True),
     "dbx_failure_report": (1, False),
+    "dbx_submit_then_sense": (1, True),
 }
 
 
@@ -37,7 +38,7 @@ def test_every_example_dag_is_tested() -> None:
 @pytest.mark.parametrize("dag_id", sorted(DAGS))
 def test_airflow_dags_test(dag_id: str, deferrable: bool, emulator, airflow_db) -> None:
     tasks, succeeds = DAGS[dag_id]
-    if dag_id == "dbx_deferrable" and not deferrable:
+    if dag_id in {"dbx_deferrable", "dbx_submit_then_sense"} and not deferrable:
         pytest.skip("this example always defers")
     if dag_id == "dbx_run_now_by_name":
         emulator.create_job({"name": "nightly-sales", "tasks": [
