@@ -65,8 +65,8 @@ class RequestRecord(NamedTuple):
 class State:
     """Everything the app and the ``Emulator`` object share; guarded by ``engine.lock``."""
 
-    def __init__(self, time_scale: float = 1.0) -> None:
-        self.engine = Engine(time_scale)
+    def __init__(self, time_scale: float = 1.0, clock: Callable[[], float] | None = None) -> None:
+        self.engine = Engine(time_scale, clock or time.time)
         self.credentials = Credentials()
         self.faults = Faults()
         self.log: deque[RequestRecord] = deque(maxlen=LOG_LIMIT)

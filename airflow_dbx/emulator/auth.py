@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -75,7 +76,7 @@ class Credentials:
         return 200, {
             "access_token": token,
             "token_type": "Bearer",
-            "expires_in": int(client.ttl_seconds),
+            "expires_in": math.ceil(client.ttl_seconds),
             "scope": form.get("scope", "all-apis"),
         }
 
@@ -101,7 +102,7 @@ class Credentials:
                 "error_description": "AADSTS7000215: Invalid client secret provided.",
             }
         token = self._issue(f"{client_id}@{tenant}", client.ttl_seconds)
-        expires_in = int(client.ttl_seconds)
+        expires_in = math.ceil(client.ttl_seconds)
         expires_on = int(time.time() + client.ttl_seconds)
         body: dict[str, Any] = {"token_type": "Bearer", "access_token": token}
         if v2:

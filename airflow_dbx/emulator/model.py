@@ -120,7 +120,7 @@ class TaskRun:
             return TERMINATING
         if now >= self.start:
             return RUNNING
-        return PENDING if now >= self.ready else BLOCKED
+        return PENDING if now >= self.ready or not self.spec.depends_on else BLOCKED
 
     def snapshot(self, now: float, job_id: int, base_url: str) -> dict[str, Any]:
         state, status = self.phase(now)

@@ -15,6 +15,7 @@ from airflow_dbx.emulator.auth import Client
 from airflow_dbx.emulator.errors import ApiError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
 DEFAULT_TOKEN = "dapi-emulator-token"
@@ -27,9 +28,16 @@ class Emulator:
     """
 
     def __init__(
-        self, time_scale: float = 1.0, token: str = DEFAULT_TOKEN, port: int = 0, host: str = "127.0.0.1"
+        self,
+        time_scale: float = 1.0,
+        token: str = DEFAULT_TOKEN,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self._state = State(time_scale)
+        """``clock`` (epoch seconds, default ``time.time``) lets a test step run life cycles by hand."""
+        self._state = State(time_scale, clock)
         self._state.credentials.pats.add(token)
         self.token = token
         self._bind = (host, port)

@@ -48,18 +48,23 @@ def _oauth(emu: Emulator, **kwargs: object) -> requests.Response:
 
 
 def test_oauth_client_credentials_issue_tokens_that_expire(emu: Emulator) -> None:
-    emu.add_oauth_client("sp-id", "sp-secret", ttl_seconds=0.5)
+    emu.add_oauth_client("sp-id", "sp-secret")
     by_basic = _oauth(emu, data={"grant_type": "client_credentials", "scope": "all-apis"}, auth=("sp-id", "sp-secret"))
     assert by_basic.status_code == 200
     body = by_basic.json()
-    assert body["token_type"] == "Bearer" and body["expires_in"] == 0 and body["access_token"]
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 3600 and body["access_token"]
     by_form = _oauth(emu, data={"grant_type": "client_credentials", "client_id": "sp-id", "client_secret": "sp-secret"})
-    assert by_form.status_code == 200
+    assert by_form.status_code == 200 and by_form.json()["access_token"] != body["access_token"]
     client = Api(emu, token=body["access_token"])
     run_id = client.submit({"run_name": "x", "notebook_task": notebook()})
     assert emu.run(run_id)["creator_user_name"] == "sp-id"
-    time.sleep(0.6)
-    assert client.get("jobs/runs/list").status_code == 401  # expired
+
+    emu.add_oauth_client("short-lived", "s", ttl_seconds=0.3)
+    short = _oauth(emu, data={"grant_type": "client_credentials"}, auth=("short-lived", "s")).json()
+    assert short["expires_in"] == 1  # rounded up
+    time.sleep(0.35)
+    assert Api(emu, token=short["access_token"]).get("jobs/runs/list").status_code == 401  # expired
+    assert client.get("jobs/runs/list").status_code == 200
 
 
 def test_expire_oauth_tokens_invalidates_every_issued_token(emu: Emulator) -> None:

@@ -9,29 +9,39 @@ from airflow_dbx.emulator import Emulator
 from tests.emulator.conftest import Api, notebook, task
 
 
-def test_single_task_run_goes_pending_running_terminated() -> None:
-    with Emulator(time_scale=1.0) as emu:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_single_task_run_goes_pending_running_terminating_terminated() -> None:
+    clock = Clock()
+    with Emulator(time_scale=2.0, clock=clock) as emu:
         client = Api(emu)
-        run_id = client.submit(
-            {
-                "run_name": "daily load",
-                "existing_cluster_id": "emulator-1",
-                "notebook_task": notebook(emulator_duration=0.4),
-            }
-        )
+        body = {
+            "run_name": "daily load",
+            "existing_cluster_id": "emulator-1",
+            "notebook_task": notebook(emulator_duration=3),
+        }
+        run_id = client.submit(body)
         seen = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
+        # setup 0.3 + pending 0.2, running 3, terminating 0.2; all times 2: 1 s, 6 s, 0.4 s
+        for step in (0.0, 0.9, 0.2, 5.8, 0.2, 0.2, 0.2):
+            clock.now += step
             run = client.run(run_id)
-            state = run["state"]["life_cycle_state"]
-            if not seen or seen[-1] != state:
-                seen.append(state)
-            if state == "TERMINATED":
-                break
-            time.sleep(0.02)
-    assert seen[0] == "PENDING"
-    assert seen[-1] == "TERMINATED"
-    assert "RUNNING" in seen
+            seen.append((run["state"]["life_cycle_state"], run["status"]["state"], run["tasks"][0]["status"]["state"]))
+    assert seen == [
+        ("PENDING", "PENDING", "PENDING"),
+        ("PENDING", "PENDING", "PENDING"),
+        ("RUNNING", "RUNNING", "RUNNING"),
+        ("RUNNING", "RUNNING", "RUNNING"),
+        ("TERMINATING", "TERMINATING", "TERMINATING"),
+        ("TERMINATING", "TERMINATING", "TERMINATING"),
+        ("TERMINATED", "TERMINATED", "TERMINATED"),
+    ]
     assert run["state"]["result_state"] == "SUCCESS"
     assert run["status"] == {
         "state": "TERMINATED",
@@ -44,8 +54,9 @@ def test_single_task_run_goes_pending_running_terminated() -> None:
     assert only["task_key"] == "daily_load"
     assert only["run_id"] != run_id
     assert only["attempt_number"] == 0
-    assert 350 <= only["execution_duration"] < 1000
-    assert run["end_time"] - run["start_time"] == run["run_duration"] > 0
+    assert only["setup_duration"] == 400 and only["execution_duration"] == 6000 and only["cleanup_duration"] == 400
+    assert run["start_time"] == 1_800_000_000_000
+    assert run["end_time"] - run["start_time"] == run["run_duration"] == 7400
 
 
 def test_the_shared_state_model_reads_the_emulator(api: Api) -> None:

@@ -67,6 +67,7 @@ def test_repair_reruns_failed_and_dependent_tasks_until_success(api: Api) -> Non
                 "run_id": run["run_id"],
                 "rerun_tasks": ["transform"],
                 "rerun_dependent_tasks": True,
+                "notebook_params": {"emulator_duration": "15"},  # 0.3 s: long enough to see it run
             },
         )
     )
