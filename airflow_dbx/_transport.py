@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import email.utils
+import inspect
 import ipaddress
 import json
 import os
@@ -23,7 +24,7 @@ import certifi
 import requests
 import tenacity
 
-from airflow_dbx.api import DatabricksApiError
+from airflow_dbx.api import API_PREFIX, DatabricksApiError, Endpoint, PayloadError
 from airflow_dbx.auth import InvalidConnectionError
 
 if TYPE_CHECKING:
@@ -84,6 +85,7 @@ def parse_host(raw: str | None, port: int | None = None) -> str:
     if final_port is not None and not 0 < int(final_port) < 65536:
         raise InvalidConnectionError(f"port {final_port} is out of range")
     hostname = parts.hostname.lower()
+    _check_hostname(hostname)
     if scheme == "http" and not _is_loopback(hostname):
         raise InvalidConnectionError(
             f"plain http:// is refused for {hostname}: the token would cross the network unencrypted; "
@@ -91,6 +93,23 @@ def parse_host(raw: str | None, port: int | None = None) -> str:
         )
     netloc = f"[{hostname}]" if ":" in hostname else hostname
     return f"{scheme}://{netloc}" + (f":{int(final_port)}" if final_port is not None else "")
+
+
+def _check_hostname(hostname: str) -> None:
+    # urlsplit takes almost anything as a host; refuse what requests would choke on later
+    # (a bare urllib3 error) or silently reinterpret (a backslash becomes part of the path).
+    if ":" in hostname:
+        try:
+            ipaddress.IPv6Address(hostname)
+        except ValueError:
+            raise InvalidConnectionError(f"Host '{hostname}' is not a valid IPv6 address") from None
+        return
+    for char in hostname:
+        if not (char.isalnum() or char in "-._"):
+            raise InvalidConnectionError(f"Host '{hostname}' contains invalid character '{char}'")
+    labels = hostname.removesuffix(".").split(".")
+    if "" in labels or any(len(label) > 63 for label in labels):
+        raise InvalidConnectionError(f"Host '{hostname}' has an empty or over-long label between its dots")
 
 
 def _is_loopback(hostname: str) -> bool:
@@ -287,6 +306,51 @@ def proxies_from_extras(extras: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         raise InvalidConnectionError('proxies must be a JSON object such as {"https": "http://proxy:3128"}')
     return {str(k): str(v) for k, v in raw.items()}
+
+
+_TENACITY_ARGS = frozenset(inspect.signature(tenacity.Retrying.__init__).parameters) - {"self"}
+
+
+def check_retry_args(retry_args: Any) -> None:
+    if not isinstance(retry_args, Mapping):
+        raise PayloadError(
+            "retry_args", f"must be a dict of tenacity.Retrying arguments, got {type(retry_args).__name__}"
+        )
+    unknown = sorted(set(retry_args) - _TENACITY_ARGS)
+    if unknown:
+        raise PayloadError(
+            "retry_args",
+            f"{', '.join(map(repr, unknown))} not tenacity.Retrying arguments; use {', '.join(sorted(_TENACITY_ARGS))}",
+        )
+
+
+def extras_of(raw: str | None) -> dict[str, Any]:
+    """A connection's extras; an Extra that is not a JSON object is an error, not ``{}``."""
+    if not raw or not raw.strip():
+        return {}
+    try:
+        extras = json.loads(raw)
+    except ValueError as exc:
+        # Its text may hold secrets: say where it breaks, never what it says.
+        where = f"{getattr(exc, 'msg', exc)} at position {getattr(exc, 'pos', '?')}"
+        raise InvalidConnectionError(f"the connection's extra is not valid JSON ({where})") from None
+    if not isinstance(extras, dict):
+        raise InvalidConnectionError(f"the connection's extra must be a JSON object, got a {type(extras).__name__}")
+    return extras
+
+
+def id_in(answer: Mapping[str, Any], key: str, endpoint: Endpoint) -> int:
+    """``answer[key]`` as an int, or an error that says the API's answer lacked it."""
+    value = answer.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+        preview = json.dumps(answer)[:BODY_PREVIEW]
+        raise DatabricksApiError(
+            method=endpoint.method,
+            endpoint=API_PREFIX + endpoint.path,
+            status_code=200,
+            message=f"the answer has no {key}: {preview}",
+        )
+    return int(value)
 
 
 def exhausted(exc: BaseException, controller: tenacity.BaseRetrying) -> DatabricksApiError:

@@ -13,10 +13,9 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import requests
@@ -28,8 +27,11 @@ from airflow_dbx import __version__, api
 from airflow_dbx._transport import (
     SESSIONS,
     answer_of,
+    check_retry_args,
     exhausted,
+    extras_of,
     host_of_url,
+    id_in,
     parse_host,
     proxies_from_extras,
     query_params,
@@ -39,6 +41,9 @@ from airflow_dbx._transport import (
     transport_error,
 )
 from airflow_dbx.auth import Auth, InvalidConnectionError, SdkAuth, build_auth, is_true, run_blocking
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["DatabricksHook", "close_sessions", "parse_host"]
 
@@ -102,12 +107,13 @@ class DatabricksHook(BaseHook):
         caller: str | None = None,
     ) -> None:
         super().__init__()
+        # PayloadError: a ValueError that names the argument, and a DatabricksError like the rest.
         if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 1:
-            raise ValueError(f"retry_limit must be an integer of at least 1, got {retry_limit!r}")
+            raise api.PayloadError("retry_limit", f"must be an integer of at least 1, got {retry_limit!r}")
         if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0:
-            raise ValueError(f"retry_delay must be a number of seconds >= 0, got {retry_delay!r}")
-        if retry_args is not None and not isinstance(retry_args, Mapping):
-            raise ValueError(f"retry_args must be a dict of tenacity arguments, got {type(retry_args).__name__}")
+            raise api.PayloadError("retry_delay", f"must be a number of seconds >= 0, got {retry_delay!r}")
+        if retry_args is not None:
+            check_retry_args(retry_args)
         self.databricks_conn_id = databricks_conn_id
         self.retry_limit = retry_limit
         self.retry_delay = float(retry_delay)
@@ -125,7 +131,7 @@ class DatabricksHook(BaseHook):
     @cached_property
     def _settings(self) -> _Settings:
         conn = self.get_connection(self.databricks_conn_id)
-        extras = dict(conn.extra_dejson)
+        extras = extras_of(conn.extra)
         raw_host = extras.get("host") or conn.host
         base_url = parse_host(raw_host, conn.port) if raw_host else None
         auth = build_auth(
@@ -320,15 +326,15 @@ class DatabricksHook(BaseHook):
 
     def submit_run(self, payload: Mapping[str, Any]) -> int:
         """POST jobs/runs/submit; the new run's id."""
-        return int(self._call(api.SUBMIT_RUN, body=payload)["run_id"])
+        return id_in(self._call(api.SUBMIT_RUN, body=payload), "run_id", api.SUBMIT_RUN)
 
     def run_now(self, payload: Mapping[str, Any]) -> int:
         """POST jobs/run-now; the new run's id."""
-        return int(self._call(api.RUN_NOW, body=payload)["run_id"])
+        return id_in(self._call(api.RUN_NOW, body=payload), "run_id", api.RUN_NOW)
 
     def repair_run(self, payload: Mapping[str, Any]) -> int:
         """POST jobs/runs/repair; the repair's id."""
-        return int(self._call(api.REPAIR_RUN, body=payload)["repair_id"])
+        return id_in(self._call(api.REPAIR_RUN, body=payload), "repair_id", api.REPAIR_RUN)
 
     def get_run(self, run_id: int, *, include_history: bool = False) -> api.Run:
         """The run with all its tasks (runs/get pages its task list past 100 tasks);
@@ -340,6 +346,7 @@ class DatabricksHook(BaseHook):
             page = self._call(api.GET_RUN, params={**params, "page_token": first["next_page_token"]})
             first = _merge_run_page(first, page)
             pages += 1
+        id_in(first, "run_id", api.GET_RUN)
         return api.Run.from_dict(first)
 
     def get_run_state(self, run_id: int) -> api.RunState:
@@ -425,6 +432,7 @@ class DatabricksHook(BaseHook):
             page = await self._acall(api.GET_RUN, params={**params, "page_token": first["next_page_token"]})
             first = _merge_run_page(first, page)
             pages += 1
+        id_in(first, "run_id", api.GET_RUN)
         return api.Run.from_dict(first)
 
     async def a_get_run_state(self, run_id: int) -> api.RunState:

@@ -49,6 +49,10 @@ BAD_HOSTS = [
     ("https://example.com:99999", None, "not a valid URL"),
     ("https://example.com:8443", 443, "port 8443 but the Port field says 443"),
     ("https://", None, "names no server"),
+    ("https://example..com", None, "Host 'example..com' has an empty or over-long label"),
+    ("https://example.com\\evil", None, "Host 'example.com\\evil' contains invalid character '\\'"),
+    ("https://exa mple.com", None, "Host 'exa mple.com' contains invalid character ' '"),
+    ("https://[::1", None, "not a valid URL: Invalid IPv6 URL"),
 ]
 
 
@@ -114,6 +118,8 @@ def test_missing_host_is_a_clear_error(set_connection) -> None:
         ({"proxies": "not json"}, "proxies must be a JSON object"),
         ({"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle '/nonexistent/ca.pem' is not a readable file"),
         ({"auth_type": "kerberos"}, "unknown auth_type 'kerberos'; valid values: token, basic, oauth-m2m"),
+        ('{"ca_bundle": "/etc/ssl/corp.pem",', "the connection's extra is not valid JSON (Expecting property name"),
+        ("[1, 2]", "the connection's extra must be a JSON object, got a list"),
     ],
 )
 def test_bad_extras_are_refused(set_connection, extra, message) -> None:
@@ -143,7 +149,8 @@ def test_extras_in_string_form_from_uri_connections(monkeypatch) -> None:
         ({"retry_limit": "3"}, "retry_limit"),
         ({"retry_delay": -1}, "retry_delay"),
         ({"retry_delay": "1"}, "retry_delay"),
-        ({"retry_args": ["stop"]}, "retry_args"),
+        ({"retry_args": ["stop"]}, "retry_args: must be a dict"),
+        ({"retry_args": {"stop_after_attempt": 2}}, "retry_args: 'stop_after_attempt' not tenacity.Retrying arguments"),
     ],
 )
 def test_bad_retry_settings_name_the_argument(kwargs, name) -> None:

@@ -198,3 +198,17 @@ def test_a_final_refusal_after_retries_counts_every_attempt(emulator_conn, call)
         call(DatabricksHook(retry_delay=0.01), "get_run_state", 987654321)  # then 404: no such run
     assert (info.value.status_code, info.value.attempts) == (404, 2)
     assert "failed after 2 attempts: HTTP 404" in str(info.value)
+
+
+@pytest.mark.parametrize(("body", "seen"), [(b"", "{}"), (b'{"number_in_job": 3}', '{"number_in_job": 3}')])
+def test_a_submit_answer_without_run_id_is_an_api_error(emulator_conn, body, seen) -> None:
+    emulator_conn.fail_next("POST", "jobs/runs/submit", status=200, body=body)
+    with pytest.raises(DatabricksApiError) as info:
+        DatabricksHook().submit_run(NOTEBOOK_RUN)
+    assert str(info.value) == f"POST /api/2.2/jobs/runs/submit failed: HTTP 200: the answer has no run_id: {seen}"
+
+
+def test_a_run_answer_without_run_id_is_an_api_error(emulator_conn, call) -> None:
+    emulator_conn.fail_next("GET", "jobs/runs/get", status=200, body={"status": {"state": "RUNNING"}})
+    with pytest.raises(DatabricksApiError, match="HTTP 200: the answer has no run_id"):
+        call(DatabricksHook(), "get_run", 1)
