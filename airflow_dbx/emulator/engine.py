@@ -252,6 +252,7 @@ class Engine:
         raise not_found(f"Run {run_id} does not exist.")
 
     def get_run(self, query: Mapping[str, Any], version: str) -> dict[str, Any] | bytes:
+        """The run as JSON; kept until its next phase change (state only changes at known times)."""
         run, task = self._find(query)
         now = self.clock()
         if task is not None:
@@ -260,8 +261,8 @@ class Engine:
         page_token = query.get("page_token") if version == "2.2" else None
         key = (version, page_token, history)
         cached = run.cache.get(key)
-        if cached is not None:
-            return cached
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
         tasks = run.tasks()
         offset = p.decode_page(page_token)
         paged = version == "2.2" and len(tasks) > TASK_PAGE
@@ -271,11 +272,9 @@ class Engine:
             data["next_page_token"] = p.encode_page(offset + TASK_PAGE)
         if paged and offset:
             data["prev_page_token"] = p.encode_page(max(0, offset - TASK_PAGE))
-        if run.is_terminal(now):
-            body = json.dumps(data).encode()
-            run.cache[key] = body
-            return body
-        return data
+        body = json.dumps(data).encode()
+        run.cache[key] = (*run.stable_window(now), body)
+        return body
 
     def _task_view(self, run: RunRecord, task: TaskRun, now: float) -> dict[str, Any]:
         data = task.snapshot(now, run.job_id, self.base_url)

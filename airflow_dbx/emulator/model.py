@@ -231,7 +231,8 @@ class RunRecord:
     idempotency_token: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     epochs: list[Epoch] = field(default_factory=list)
-    cache: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
+    # runs/get answers by (version, page, history): (valid from, valid until, body)
+    cache: dict[tuple[Any, ...], tuple[float, float, bytes]] = field(default_factory=dict)
 
     @property
     def current(self) -> Epoch:
@@ -244,6 +245,16 @@ class RunRecord:
 
     def is_terminal(self, now: float) -> bool:
         return now >= self.current.end
+
+    def stable_window(self, now: float) -> tuple[float, float]:
+        """The span around ``now`` in which no phase changes, so a snapshot taken now stays exact."""
+        epoch = self.current
+        times = [self.epochs[0].first_start, epoch.first_start, epoch.last_stop, epoch.end]
+        for task in epoch.view.values():
+            times += (task.ready, task.start, task.stop, task.end)
+        before = [t for t in times if t <= now]
+        after = [t for t in times if t > now]
+        return (max(before) if before else float("-inf")), (min(after) if after else float("inf"))
 
     def tasks(self) -> list[TaskRun]:
         view = self.current.view
