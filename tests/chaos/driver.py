@@ -1,0 +1,750 @@
+"""The chaos driver: seeded scenarios of task instances run through the operators and the
+trigger against a faulty emulator, and the invariants checked against the emulator's record.
+
+A scenario is drawn from its seed alone (``Scenario.from_seed``): the operator, the wait mode,
+the run's shape and outcome, the auth mode, one life event (a worker that dies after
+submitting, a triggerer restart, a user's kill, an execution timeout while deferred) and a
+schedule of faults (5xx bursts, 429 with and without Retry-After, dropped connections, answers
+slower than the client's timeout, POSTs carried out whose answer is lost, OAuth tokens that
+expire mid-run). The schedule is reproducible; the interleaving of threads is not, which is
+the point: replay a seed alone with ``CHAOS_SEED=<seed>``.
+
+What runs is Airflow's and this package's own code: the operators' ``execute`` /
+``execute_complete`` / ``on_kill`` and the trigger's ``run`` / ``on_kill`` / ``serialize``.
+The harness only wraps the hook each of them builds, to count its calls, arm mid-run faults
+at a given call, and make a "dead worker" raise at its next request, as a killed process
+would stop there. Tries of one task instance are played in sequence, as the scheduler does
+after a worker died (``TryContext``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import importlib
+import itertools
+import json
+import os
+import random
+import threading
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk.exceptions import AirflowTaskTimeout
+
+from airflow_dbx import api, compat
+from airflow_dbx.emulator import Emulator
+from airflow_dbx.hook import DatabricksHook
+from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
+from tests.integration.conftest import TaskDeferred, TryContext
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+TIME_SCALE = 0.02  # emulator seconds per nominal second: a 20 s run lasts 0.4 s
+POLL = 0.03  # polling_period_seconds of every operator and trigger
+RETRY_LIMIT = 8
+RETRY_DELAY = 0.005
+SLOW_TIMEOUT = 0.4  # timeout_seconds extra of connections whose scenario has slow answers
+CLUSTER = "emulator-chaos"
+SCENARIO_BUDGET = 30.0  # seconds; a scenario still going after this is a violation
+PER_PATH_FAULT_CAP = 4  # consecutive failures on one endpoint stay under RETRY_LIMIT
+
+FAULT_KINDS = ("5xx", "429_retry_after", "429_plain", "drop", "slow", "lost_response", "oauth_expiry")
+EVENTS = ("none", "worker_dies", "triggerer_restart", "user_kill", "kill_before_submit", "exec_timeout")
+
+
+class WorkerDied(BaseException):
+    """The worker process is gone: raised at the dead worker's next request."""
+
+
+# ---------------------------------------------------------------------- the TI state seen by triggers
+
+_TI_STATES: dict[tuple[str, str, str, int], str] = {}
+_TI_LOCK = threading.Lock()
+
+
+def ti_state(dag_id: str, task_id: str, run_id: str, map_index: int) -> str | None:
+    """Stands in for ``compat.task_instance_state`` (which asks the Airflow API server)."""
+    with _TI_LOCK:
+        return _TI_STATES.get((dag_id, task_id, run_id, map_index), "deferred")
+
+
+def set_ti_state(ti: Any, state: str) -> None:
+    with _TI_LOCK:
+        _TI_STATES[(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)] = state
+
+
+# ---------------------------------------------------------------------- scenario
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    kind: str  # one of FAULT_KINDS
+    method: str
+    path: str
+    count: int
+    at_call: int  # 0: armed before the task starts; n: armed before the scenario's n-th API call
+    status: int | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    seed: int
+    operator: str  # submit | run_now
+    mode: str  # sync | deferred | nowait
+    shape: str  # single | multi
+    outcome: str  # success | failure
+    auth: str  # pat | oauth
+    event: str  # one of EVENTS
+    by_name: bool  # run_now names its job by job_name
+    duration: float  # nominal seconds each task runs
+    event_after: float  # real seconds before a kill / restart; or the execution_timeout
+    restarts: int
+    die_at: str  # worker_dies: "submit" (right after the POST's answer) or "poll" (at a later call)
+    faults: tuple[FaultSpec, ...] = ()
+
+    @property
+    def error_text(self) -> str:
+        return f"ChaosError: seed {self.seed} broke on purpose"
+
+    @property
+    def long(self) -> bool:
+        return self.event in ("worker_dies", "triggerer_restart", "user_kill", "exec_timeout")
+
+    def describe(self) -> str:
+        faults = ", ".join(
+            f"{f.kind}x{f.count} {f.method} {f.path}" + (f" @call{f.at_call}" if f.at_call else "") for f in self.faults
+        )
+        return (
+            f"seed {self.seed}: {self.operator} {self.mode} {self.shape} {self.outcome} auth={self.auth} "
+            f"event={self.event}" + (f"({self.die_at})" if self.event == "worker_dies" else "")
+            + f" faults=[{faults}]"
+        )
+
+    @classmethod
+    def from_seed(cls, seed: int) -> Scenario:
+        rng = random.Random(seed)
+        operator = rng.choice(("submit", "run_now"))
+        mode = rng.choices(("sync", "deferred", "nowait"), weights=(45, 45, 10))[0]
+        shape = rng.choice(("single", "multi"))
+        outcome = rng.choices(("success", "failure"), weights=(60, 40))[0]
+        auth = rng.choices(("pat", "oauth"), weights=(60, 40))[0]
+        events = {
+            "sync": ("none", "worker_dies", "user_kill", "kill_before_submit"),
+            "deferred": ("none", "worker_dies", "triggerer_restart", "user_kill", "kill_before_submit", "exec_timeout"),
+            "nowait": ("none",),
+        }[mode]
+        weights = {"none": 4, "worker_dies": 2, "triggerer_restart": 2, "user_kill": 2, "kill_before_submit": 1,
+                   "exec_timeout": 2}
+        event = rng.choices(events, weights=[weights[e] for e in events])[0]
+        by_name = operator == "run_now" and rng.random() < 0.4
+        long = event in ("worker_dies", "triggerer_restart", "user_kill", "exec_timeout")
+        duration = rng.uniform(20, 35) if long else rng.uniform(1, 8)
+        event_after = rng.uniform(0.08, 0.25)
+        scenario = cls(
+            seed=seed, operator=operator, mode=mode, shape=shape, outcome=outcome, auth=auth, event=event,
+            by_name=by_name, duration=round(duration, 2), event_after=round(event_after, 3),
+            restarts=rng.choice((1, 1, 2)), die_at=rng.choice(("submit", "poll")) if mode == "sync" else "submit",
+        )
+        return _with_faults(scenario, rng)
+
+
+def _with_faults(scenario: Scenario, rng: random.Random) -> Scenario:
+    post = "jobs/runs/submit" if scenario.operator == "submit" else "jobs/run-now"
+    targets: list[tuple[str, str]] = [("POST", post), ("GET", "jobs/runs/get"), ("GET", "jobs/runs/get")]
+    if scenario.outcome == "failure" or scenario.shape == "single":
+        targets.append(("GET", "jobs/runs/get-output"))
+    if scenario.by_name:
+        targets.append(("GET", "jobs/list"))
+    if scenario.event in ("user_kill", "exec_timeout"):
+        targets.append(("POST", "jobs/runs/cancel"))
+    if scenario.auth == "oauth":
+        targets.append(("POST", "oidc/v1/token"))
+    kinds = [k for k in FAULT_KINDS if k != "oauth_expiry" or scenario.auth == "oauth"]
+    per_path: Counter[tuple[str, str]] = Counter()
+    faults: list[FaultSpec] = []
+    for _ in range(rng.choice((0, 1, 2, 2, 3, 3, 4))):
+        kind = rng.choice(kinds)
+        at_call = rng.choice((0, 0, 1, 2, 3, 4, 5, 6))
+        if kind == "oauth_expiry":
+            faults.append(FaultSpec(kind, "*", "*", 1, max(at_call, 1)))
+            continue
+        method, path = rng.choice(targets)
+        if kind == "lost_response":
+            method, path = rng.choice([t for t in targets if t[0] == "POST" and t[1] != "oidc/v1/token"])
+        count = {"5xx": rng.randint(1, 3), "429_retry_after": rng.randint(1, 2), "429_plain": rng.randint(1, 2)}.get(
+            kind, 1
+        )
+        count = min(count, PER_PATH_FAULT_CAP - per_path[(method, path)])
+        if count <= 0:
+            continue
+        per_path[(method, path)] += count
+        status = rng.choice((500, 502, 503, 504)) if kind == "5xx" else 429 if kind.startswith("429") else None
+        retry_after = rng.choice((0.01, 0.05)) if kind == "429_retry_after" else None
+        faults.append(FaultSpec(kind, method, path, count, at_call, status, retry_after))
+    return dataclasses.replace(scenario, faults=tuple(faults))
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+@dataclass
+class Stats:
+    scenarios: int = 0
+    violations: list[tuple[int, str]] = field(default_factory=list)
+    faults_armed: Counter[str] = field(default_factory=Counter)
+    faults_injected: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    shapes: Counter[str] = field(default_factory=Counter)
+    runs_created: int = 0
+    runs_cancelled: int = 0
+    requests: int = 0
+    tries: int = 0
+    wall_seconds: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, result: Result) -> None:
+        with self.lock:
+            self.scenarios += 1
+            self.violations += [(result.scenario.seed, v) for v in result.violations]
+            self.faults_armed.update(result.armed)
+            self.faults_injected.update(result.injected)
+            self.events[result.scenario.event] += 1
+            s = result.scenario
+            self.shapes.update([f"operator:{s.operator}", f"mode:{s.mode}", f"shape:{s.shape}",
+                                f"outcome:{s.outcome}", f"auth:{s.auth}"])
+            self.runs_created += result.runs
+            self.runs_cancelled += result.cancels
+            self.requests += result.requests
+            self.tries += result.tries
+
+
+STATS = Stats()
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    violations: list[str] = field(default_factory=list)
+    armed: Counter[str] = field(default_factory=Counter)
+    injected: Counter[str] = field(default_factory=Counter)
+    runs: int = 0
+    cancels: int = 0
+    requests: int = 0
+    tries: int = 0
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------- the hook wrapper
+
+
+class _Control:
+    """Shared by every hook of one scenario: counts API calls, arms mid-run faults, kills the worker."""
+
+    def __init__(self, emu: Emulator, scenario: Scenario, armed: Counter[str]) -> None:
+        self.emu = emu
+        self.scenario = scenario
+        self.armed = armed
+        self.calls = 0
+        self.lock = threading.Lock()
+        self.pending = sorted((f for f in scenario.faults if f.at_call), key=lambda f: f.at_call)
+        self.worker_dead = threading.Event()
+        self.die_after_post = False  # worker_dies(submit): the worker dies once the POST answered
+        self.die_at_call: int | None = None  # worker_dies(poll): the worker dies before this call
+
+    def before(self, role: str, endpoint: api.Endpoint) -> None:
+        with self.lock:
+            self.calls += 1
+            due = [f for f in self.pending if f.at_call <= self.calls]
+            self.pending = [f for f in self.pending if f.at_call > self.calls]
+            call = self.calls
+        for fault in due:
+            arm(self.emu, fault, self.armed)
+        if role == "worker":
+            if self.die_at_call is not None and call >= self.die_at_call and endpoint.method == "GET":
+                self.worker_dead.set()
+            if self.worker_dead.is_set():
+                raise WorkerDied(f"worker died before {endpoint.label}")
+
+    def after(self, role: str, endpoint: api.Endpoint) -> None:
+        if role == "worker" and self.die_after_post and endpoint in (api.SUBMIT_RUN, api.RUN_NOW):
+            self.worker_dead.set()
+            raise WorkerDied(f"worker died right after {endpoint.label} answered")
+
+
+class ChaosHook(DatabricksHook):
+    """The hook an operator or trigger built, reporting each call to the scenario's control."""
+
+    _control: _Control
+    _role: str
+
+    def _call(self, endpoint: api.Endpoint, **kwargs: Any) -> dict[str, Any]:
+        self._control.before(self._role, endpoint)
+        result = super()._call(endpoint, **kwargs)
+        self._control.after(self._role, endpoint)
+        return result
+
+    async def _acall(self, endpoint: api.Endpoint, **kwargs: Any) -> dict[str, Any]:
+        self._control.before(self._role, endpoint)
+        result = await super()._acall(endpoint, **kwargs)
+        self._control.after(self._role, endpoint)
+        return result
+
+
+def instrument(obj: Any, control: _Control, role: str) -> Any:
+    """Make ``obj._hook()`` (an operator's or a trigger's) return its real hook, reporting to ``control``."""
+    build = obj._hook
+
+    def hook() -> DatabricksHook:
+        real = build()
+        real.__class__ = ChaosHook
+        real._control = control
+        real._role = role
+        return real
+
+    obj._hook = hook
+    return obj
+
+
+def arm(emu: Emulator, fault: FaultSpec, armed: Counter[str]) -> None:
+    armed[fault.kind] += fault.count
+    if fault.kind == "oauth_expiry":
+        emu.expire_oauth_tokens()
+    elif fault.kind in ("5xx", "429_retry_after", "429_plain"):
+        emu.fail_next(fault.method, fault.path, count=fault.count, status=fault.status or 503,
+                      retry_after=fault.retry_after)
+    elif fault.kind == "drop":
+        emu.drop_next(fault.method, fault.path, count=fault.count)
+    elif fault.kind == "slow":
+        emu.delay_next(fault.method, fault.path, count=fault.count, seconds=SLOW_TIMEOUT * 2)
+    elif fault.kind == "lost_response":
+        emu.lose_response_next(fault.method, fault.path, count=fault.count)
+
+
+def _injected(emu: Emulator, scenario: Scenario, armed: Counter[str]) -> Counter[str]:
+    """Faults that fired: those armed minus those still waiting in the emulator's rules."""
+    left: Counter[str] = Counter()
+    for rule in list(emu._state.faults.rules):
+        kind = {"status": None, "delay": "slow", "drop": "drop", "lose_response": "lost_response"}[rule.kind]
+        if kind is None:
+            kind = "5xx" if (rule.status or 0) >= 500 else "429_retry_after" if rule.retry_after else "429_plain"
+        left[kind] += rule.count
+    out = Counter(armed)
+    out.subtract(left)
+    return +out
+
+
+# ---------------------------------------------------------------------- running one scenario
+
+
+def _task_params(scenario: Scenario, failing: bool) -> dict[str, Any]:
+    params: dict[str, Any] = {"emulator_duration": scenario.duration}
+    if failing:
+        params.update(emulator_result="FAILED", emulator_error=scenario.error_text,
+                      emulator_error_trace=f"Traceback (most recent call last):\n  File \"/nb\"\n{scenario.error_text}")
+    else:
+        params["emulator_output"] = f"output of seed {scenario.seed}"
+    return params
+
+
+def _tasks(scenario: Scenario, with_duration: bool) -> list[dict[str, Any]]:
+    failing = scenario.outcome == "failure"
+    if scenario.shape == "single":
+        keys = [("only", failing, [])]
+    else:
+        keys = [("extract", False, []), ("transform", failing, ["extract"]), ("report", False, ["extract"])]
+    tasks = []
+    for key, fails, deps in keys:
+        params = _task_params(scenario, fails)
+        if not with_duration:
+            params.pop("emulator_duration")
+        task = {"task_key": key, "existing_cluster_id": CLUSTER,
+                "notebook_task": {"notebook_path": f"/chaos/{key}", "base_parameters": params}}
+        if deps:
+            task["depends_on"] = [{"task_key": d} for d in deps]
+        tasks.append(task)
+    return tasks
+
+
+class _Task:
+    """One Airflow task instance of a scenario: builds its operator afresh for each try, as a worker would."""
+
+    def __init__(self, scenario: Scenario, conn_id: str, control: _Control, job: int | None) -> None:
+        self.scenario = scenario
+        self.conn_id = conn_id
+        self.control = control
+        self.job = job
+        self.task_id = f"chaos_{scenario.seed}"
+        self.run_id = f"chaos__{scenario.seed}"
+
+    def operator(self) -> Any:
+        s = self.scenario
+        common: dict[str, Any] = dict(
+            task_id=self.task_id, databricks_conn_id=self.conn_id, polling_period_seconds=POLL,
+            databricks_retry_limit=RETRY_LIMIT, databricks_retry_delay=RETRY_DELAY,
+            wait_for_termination=s.mode != "nowait", deferrable=s.mode == "deferred",
+        )
+        if s.event == "exec_timeout":
+            common["execution_timeout"] = datetime.timedelta(seconds=s.event_after + 0.1)
+        if s.operator == "submit":
+            if s.shape == "single":
+                (task,) = _tasks(s, with_duration=True)
+                op = DatabricksSubmitRunOperator(
+                    notebook_task=task["notebook_task"], existing_cluster_id=CLUSTER, **common)
+            else:
+                op = DatabricksSubmitRunOperator(json={"run_name": f"seed {s.seed}", "tasks": _tasks(s, True)}, **common)
+        else:
+            named = {"job_name": f"chaos job {s.seed}"} if s.by_name else {"job_id": self.job}
+            op = DatabricksRunNowOperator(notebook_params={"emulator_duration": s.duration}, **named, **common)
+        return instrument(op, self.control, "worker")
+
+    def context(self, try_number: int) -> TryContext:
+        return TryContext(try_number, task_id=self.task_id, run_id=self.run_id)
+
+
+@dataclass
+class _Outcome:
+    state: str = "running"  # success | failed
+    error: BaseException | None = None
+    returned: Any = None
+    killed: bool = False
+    killed_at: float = 0.0  # epoch seconds when the kill began
+    timed_out: bool = False
+    xcom: dict[str, Any] = field(default_factory=dict)
+
+
+def run_scenario(seed: int, emu: Emulator) -> Result:
+    """Play scenario ``seed`` against ``emu``, a fresh emulator already named by ``connection_env(seed)``."""
+    scenario = Scenario.from_seed(seed)
+    result = Result(scenario)
+    started = time.monotonic()
+    try:
+        _play(emu, scenario, result)
+    except Exception:
+        result.violations.append("the harness failed: " + traceback.format_exc(limit=6))
+    finally:
+        counters = emu.counters
+        result.runs = counters["runs_created"]
+        result.cancels = counters["cancels"]
+        result.requests = sum(counters["requests"].values())
+        result.injected = _injected(emu, scenario, result.armed)
+        result.seconds = time.monotonic() - started
+    STATS.add(result)
+    return result
+
+
+def connection_env(seed: int) -> str:
+    return f"AIRFLOW_CONN_CHAOS_{seed}"
+
+
+def _connect(emu: Emulator, scenario: Scenario) -> None:
+    extra: dict[str, Any] = {}
+    if any(f.kind == "slow" for f in scenario.faults):
+        extra["timeout_seconds"] = SLOW_TIMEOUT
+    if scenario.auth == "oauth":
+        client, secret = f"chaos-sp-{scenario.seed}", f"chaos-oauth-secret-{scenario.seed:06d}"
+        emu.add_oauth_client(client, secret)
+        conn = {"conn_type": "dbx", "host": emu.url, "login": client, "password": secret,
+                "extra": {**extra, "service_principal_oauth": True}}
+    else:
+        conn = {"conn_type": "dbx", "host": emu.url, "password": emu.token, "extra": extra}
+    os.environ[connection_env(scenario.seed)] = json.dumps(conn)
+
+
+def _play(emu: Emulator, scenario: Scenario, result: Result) -> None:
+    job = None
+    if scenario.operator == "run_now":
+        job = emu.create_job({"name": f"chaos job {scenario.seed}", "tasks": _tasks(scenario, with_duration=False)})
+    control = _Control(emu, scenario, result.armed)
+    for fault in scenario.faults:
+        if not fault.at_call:
+            arm(emu, fault, result.armed)
+    task = _Task(scenario, f"chaos_{scenario.seed}", control, job)
+    outcome = _drive(task, result)
+    _check(emu, scenario, outcome, result)
+
+
+def _drive(task: _Task, result: Result) -> _Outcome:
+    """Play the task instance's tries until it ends."""
+    s = task.scenario
+    control = task.control
+    if s.event == "kill_before_submit":
+        # SIGTERM reaches the worker before it sent anything: on_kill has no run to cancel,
+        # and the process stops at its first request.
+        op = task.operator()
+        op.on_kill()
+        control.worker_dead.set()
+        out = _try(task, op, 1, result)
+        out.killed = True
+        out.state = "failed"
+        return out
+    if s.event == "worker_dies":
+        if s.die_at == "submit":
+            control.die_after_post = True
+        else:
+            control.die_at_call = control.calls + 3
+        first = _try(task, task.operator(), 1, result)
+        if not isinstance(first.error, WorkerDied):
+            return first  # it ended before the worker could die
+        control.worker_dead.clear()
+        control.die_after_post, control.die_at_call = False, None
+        return _try(task, task.operator(), 2, result)
+    if s.event == "user_kill" and s.mode == "sync":
+        return _sync_kill(task, result)
+    return _try(task, task.operator(), 1, result)
+
+
+def _try(task: _Task, op: Any, try_number: int, result: Result) -> _Outcome:
+    result.tries += 1
+    ctx = task.context(try_number)
+    out = _Outcome()
+    try:
+        out.returned = op.execute(ctx)
+        out.state = "success"
+    except TaskDeferred as deferred:
+        out = _deferred(task, deferred, ctx, result)
+    except (WorkerDied, api.DatabricksError, AirflowTaskTimeout) as exc:
+        out.state, out.error = "failed", exc
+    out.xcom = dict(ctx.xcom)
+    return out
+
+
+def _sync_kill(task: _Task, result: Result) -> _Outcome:
+    """A user stops the task while its worker polls: on_kill, then the process dies."""
+    result.tries += 1
+    op = task.operator()
+    ctx = task.context(1)
+    out = _Outcome()
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            out.returned = op.execute(ctx)
+            out.state = "success"
+        except BaseException as exc:
+            out.state, out.error = "failed", exc
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, name=f"chaos-worker-{task.scenario.seed}", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while op._run_id is None and not done.is_set() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(task.scenario.event_after)
+    if not done.is_set():  # else the task ended before the user got to it
+        out.killed, out.killed_at = True, time.time()
+        op.on_kill()
+        task.control.worker_dead.set()
+    if not done.wait(SCENARIO_BUDGET):
+        out.error = RuntimeError("the killed worker did not stop")
+    if out.killed:
+        out.state = "failed"
+    out.xcom = dict(ctx.xcom)
+    return out
+
+
+def _rebuild(trigger: Any) -> Any:
+    """What the triggerer gets: the trigger rebuilt from its serialised (JSON-safe) form."""
+    classpath, kwargs = trigger.serialize()
+    kwargs = json.loads(json.dumps(kwargs))
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+def _deferred(task: _Task, deferred: Any, ctx: TryContext, result: Result) -> _Outcome:
+    s = task.scenario
+    out = _Outcome()
+    ti = ctx["ti"]
+    set_ti_state(ti, "deferred")
+
+    def trigger_for_ti() -> Any:
+        trigger = instrument(_rebuild(deferred.trigger), task.control, "triggerer")
+        trigger.task_instance = ti
+        return trigger
+
+    trigger = trigger_for_ti()
+    restarts = s.restarts if s.event == "triggerer_restart" else 0
+    for _ in range(restarts):
+        events = asyncio.run(_run_trigger(trigger, stop_after=s.event_after, user_kill=False, ti=ti))
+        if events:
+            break
+        result.armed["triggerer_restart"] += 1
+        result.injected["triggerer_restart"] += 1
+        trigger = trigger_for_ti()  # a new triggerer process picks the trigger up
+    else:
+        kill = s.event == "user_kill"
+        events = asyncio.run(_run_trigger(trigger, stop_after=s.event_after if kill else None, user_kill=kill, ti=ti))
+        if kill and not events:
+            out.state, out.killed, out.killed_at = "failed", True, trigger.killed_at
+            return out
+    if len(events) != 1:
+        out.state, out.error = "failed", RuntimeError(f"the trigger fired {len(events)} events: {events}")
+        return out
+    event = json.loads(json.dumps(events[0]))
+    out.timed_out = bool(event.get("timed_out"))
+    set_ti_state(ti, "running")
+    resumed = task.operator()  # a new worker runs execute_complete
+    try:
+        out.returned = resumed.execute_complete(ctx, event)
+        out.state = "success"
+    except (api.DatabricksError, AirflowTaskTimeout) as exc:
+        out.state, out.error = "failed", exc
+    return out
+
+
+async def _run_trigger(trigger: Any, *, stop_after: float | None, user_kill: bool, ti: Any) -> list[dict[str, Any]]:
+    """Run the trigger until its first event, or stop it after ``stop_after`` seconds
+    (a triggerer restart, or a user's kill when ``user_kill``)."""
+
+    async def first_event() -> list[dict[str, Any]]:
+        async for event in trigger.run():
+            return [event.payload]
+        return []
+
+    waiting = asyncio.ensure_future(first_event())
+    done, _ = await asyncio.wait({waiting}, timeout=stop_after if stop_after is not None else SCENARIO_BUDGET)
+    if waiting in done:
+        return waiting.result()
+    if user_kill:
+        set_ti_state(ti, "failed")  # the user marked the task failed
+        trigger.killed_at = time.time()
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    if user_kill and compat.TRIGGER_HAS_ON_KILL:
+        await trigger.on_kill()  # Airflow 3.3 calls it after a user's action, never on a restart
+    if stop_after is None:
+        raise TimeoutError(f"the trigger fired no event within {SCENARIO_BUDGET} s")
+    return []
+
+
+# ---------------------------------------------------------------------- invariants
+
+
+def _wait_terminal(emu: Emulator, run_id: int, timeout: float = 5.0) -> api.RunState:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = api.RunState.from_dict(emu.run(run_id))
+        if state.is_terminal or time.monotonic() > deadline:
+            return state
+        time.sleep(0.02)
+
+
+def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
+    bad = result.violations.append
+    expected_errors = (WorkerDied, api.DatabricksRunFailed, AirflowTaskTimeout)
+    killed_run_failed = out.killed and isinstance(out.error, api.DatabricksError)
+    if out.error is not None and not isinstance(out.error, expected_errors) and not killed_run_failed:
+        bad(f"unexpected error {type(out.error).__name__}: {out.error}")
+    runs = sorted(emu.runs(), key=lambda r: r["run_id"])
+    # Exactly one run per task try chain; none when the task was killed before submitting.
+    if s.event == "kill_before_submit":
+        if runs:
+            bad(f"{len(runs)} run(s) started by a task killed before it submitted")
+        return
+    if not runs:
+        bad("no Databricks run was started")
+        return
+    # A second run is legitimate only after the first ended unsuccessfully (a new try's fresh start).
+    for previous, current in itertools.pairwise(runs):
+        state = api.RunState.from_dict(previous)
+        if not state.is_terminal or state.is_successful() or previous["end_time"] > current["start_time"]:
+            bad(f"run {current['run_id']} started while run {previous['run_id']} was {state.outcome}: "
+                "more than one run for one task try chain")
+    if len(runs) > 1 and s.event != "worker_dies":
+        bad(f"{len(runs)} runs for a task with a single try")
+    last = runs[-1]
+    if s.mode == "nowait":
+        if out.state != "success" or out.returned != last["run_id"]:
+            bad(f"wait_for_termination=False ended {out.state} ({out.error}), returned {out.returned}")
+        return
+    states = {r["run_id"]: _wait_terminal(emu, r["run_id"]) for r in runs}
+    # No run left active after its task ended.
+    for run_id, state in states.items():
+        if not state.is_terminal:
+            bad(f"run {run_id} is still {state.life_cycle_state} after its task ended {out.state}")
+    final = states[last["run_id"]]
+    cancels = [r for r in emu.requests if r.method == "POST" and r.path.endswith("jobs/runs/cancel")]
+    if out.killed or out.timed_out:
+        # The run must be cancelled -- unless it ended on its own before the cancel landed.
+        ended = emu.run(last["run_id"])["end_time"] / 1000
+        landed = max([r.time for r in cancels] + [out.killed_at])
+        if final.result_state != "CANCELED" and ended > landed + 0.05:
+            bad(f"the task was {'killed' if out.killed else 'timed out'} but run {last['run_id']} ended "
+                f"{final.outcome} {ended - landed:.3f} s after the kill or cancel, not CANCELED")
+    elif cancels:
+        bad(f"{len(cancels)} cancel request(s) though nobody killed the task (restarts cancel nothing)")
+    if s.event == "exec_timeout" and not out.timed_out and final.result_state == "CANCELED":
+        bad("the run was cancelled but the task did not report a timeout")
+    if out.killed:
+        return
+    # The task's final state matches the run's result.
+    expected = "success" if final.is_successful() else "failed"
+    if out.state != expected:
+        bad(f"task ended {out.state} ({type(out.error).__name__}: {out.error}) but run {last['run_id']} "
+            f"ended {final.outcome}")
+    if out.timed_out:
+        if not isinstance(out.error, AirflowTaskTimeout) or str(last["run_id"]) not in str(out.error):
+            bad(f"a timed-out task must raise AirflowTaskTimeout naming its run, got {out.error!r}")
+        return
+    if out.state == "success":
+        if out.returned != last["run_id"]:
+            bad(f"execute returned {out.returned}, the run is {last['run_id']}")
+        output = out.xcom.get("notebook_output", f"output of seed {s.seed}")
+        if s.shape == "single" and s.operator == "submit" and output != f"output of seed {s.seed}":
+            bad(f"notebook_output XCom is {output!r}")
+    elif final.result_state == "FAILED":
+        # Every failure surfaces with the run's error text.
+        text = str(out.error)
+        if not isinstance(out.error, api.DatabricksRunFailed) or s.error_text not in text:
+            bad(f"the failure does not carry the run's error text: {type(out.error).__name__}: {text[:300]}")
+        elif f"Databricks run {last['run_id']} ended FAILED" not in text:
+            bad(f"the failure report does not name run {last['run_id']}: {text[:200]}")
+    if out.xcom.get("run_id") not in (None, last["run_id"]) and s.event != "worker_dies":
+        bad(f"XCom run_id {out.xcom.get('run_id')} is not the run {last['run_id']}")
+
+
+# ---------------------------------------------------------------------- batches
+
+
+def run_batch(seeds: list[int], workers: int) -> list[Result]:
+    """Run scenarios concurrently, each against its own emulator (faults are per emulator).
+
+    Every emulator starts, and every connection variable is set, before any scenario runs:
+    Airflow's environment-variable secrets backend reads ``os.environ`` while other threads
+    would be changing it, which fails with a KeyError.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    started = time.monotonic()
+    emulators = {seed: Emulator(time_scale=TIME_SCALE, token=f"dapi-chaos-{seed:06d}").start() for seed in seeds}
+    try:
+        for seed, emu in emulators.items():
+            _connect(emu, Scenario.from_seed(seed))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chaos") as pool:
+            results = list(pool.map(lambda seed: run_scenario(seed, emulators[seed]), seeds))
+    finally:
+        for seed, emu in emulators.items():
+            emu.stop()
+            os.environ.pop(connection_env(seed), None)
+    with STATS.lock:
+        STATS.wall_seconds += time.monotonic() - started
+    return results
+
+
+def failure_message(results: list[Result], replay: Callable[[int], str]) -> str:
+    lines = []
+    for r in results:
+        if r.violations:
+            lines.append(r.scenario.describe())
+            lines += [f"    violation: {v}" for v in r.violations]
+            lines.append(f"    replay: {replay(r.scenario.seed)}")
+    return "\n".join(lines)
