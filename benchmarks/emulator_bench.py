@@ -172,8 +172,8 @@ def report(active: dict[str, Any], finished: dict[str, Any], seconds: float, run
             "| runs polled | requests/s | p50 ms | p99 ms | emulator CPU | emulator CPU ms/request | client CPU "
             "| requests | errors | load avg |",
             "|---|---|---|---|---|---|---|---|---|---|",
-            row("active (state computed per request)", active),
-            row("finished (cached answer)", finished),
+            row("active (RUNNING)", active),
+            row("finished (TERMINATED)", finished),
             "",
             "Target: at least 2,000 requests/s. Both processes share the machine's 2 cores, so the",
             "client's own CPU use bounds what can be measured here.",
