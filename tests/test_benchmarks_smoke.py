@@ -1,0 +1,46 @@
+"""The benchmark harness, run tiny (ours only, N=5, windows of a second or two), so it cannot rot.
+
+The full side-by-side benchmarks (``python3 benchmarks/run.py``) are not part of the tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_measures_triggers_and_writes_a_report(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--providers", "ours",
+        "--only", "parse", "triggerer", "--ours-python", sys.executable,
+        "--out", str(tmp_path / "out"), "--results", str(results),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    parse = json.loads((tmp_path / "out" / "parse.json").read_text())
+    (sample,) = parse["samples"]
+    assert sample["provider"] == "ours"
+    assert sample["added_s"] > 0
+    assert sample["added_modules"] > 0
+
+    triggerer = json.loads((tmp_path / "out" / "triggerer.json").read_text())
+    (run,) = triggerer["samples"]
+    assert "error" not in run, run
+    assert run["n"] == 5
+    assert run["failures"] == 0, run["first_failures"]
+    assert run["polls"] > 0
+    assert run["cpu_ms_per_poll"] > 0
+    assert 1 <= run["connections_opened_total"] <= 5
+    assert run["lag_samples"] > 0
+    assert run["tasks_not_cancelled"] == 0
+
+    report = results.read_text()
+    assert "## 1. DAG parse cost" in report
+    assert "## 2. Triggerer" in report
+    assert "| 5 | 1 s | ours |" in report
