@@ -135,6 +135,9 @@ def make_app(state: State) -> web.Application:
             return error_response(exc)
         except asyncio.CancelledError:
             raise
+        except web.HTTPException as exc:  # aiohttp's own refusals, such as a body over the size limit
+            code = "MALFORMED_REQUEST" if exc.status < 500 else "INTERNAL_ERROR"
+            return json_response(exc.status, {"error_code": code, "message": exc.reason})
         except Exception as exc:  # a bug must not take the server down nor leak a trace
             log.warning("emulator handler failed on %s %s", request.method, path, exc_info=True)
             return json_response(

@@ -207,3 +207,10 @@ def test_token_endpoint_faults_can_be_injected(emu: Emulator) -> None:
     first = _oauth(emu, data={"grant_type": "client_credentials"}, auth=("sp-id", "sp-secret"))
     assert first.status_code == 503 and first.headers["Retry-After"] == "1"
     assert _oauth(emu, data={"grant_type": "client_credentials"}, auth=("sp-id", "sp-secret")).status_code == 200
+
+
+def test_an_oversized_body_is_a_json_413(api: Api) -> None:
+    response = api.session.post(api.base + "jobs/runs/submit", data=b"{" + b" " * (17 * 1024 * 1024) + b"}", timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error_code"] == "MALFORMED_REQUEST"
+    assert api.get("jobs/runs/list").status_code == 200
