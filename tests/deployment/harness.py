@@ -485,6 +485,18 @@ class EmulatorAdmin:
     def runs_named(self, run_name: str) -> list[dict[str, Any]]:
         return [run for run in self.runs() if run.get("run_name") == run_name]
 
+    def requests_since(self, since: int) -> list[dict[str, Any]]:
+        """The Jobs API requests the emulator answered, from the ``since``-th on."""
+        return list(self._get("requests", since=since)["requests"])
+
+    def request_count(self) -> int:
+        return int(self._get("requests")["next"])
+
+    def cancel(self, run_id: int) -> None:
+        """Cancel a run through the Jobs API, as someone in the workspace would."""
+        answer = self.session.post(f"{self.base_url}/api/2.2/jobs/runs/cancel", json={"run_id": run_id}, timeout=10)
+        answer.raise_for_status()
+
     def set_time_scale(self, scale: float) -> None:
         answer = self.session.post(f"{self.base_url}/__emulator__/time_scale", json={"time_scale": scale}, timeout=10)
         answer.raise_for_status()
