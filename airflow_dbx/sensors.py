@@ -10,9 +10,10 @@ import datetime
 import logging
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_dbx import api
+from airflow_dbx.compat import conf
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import (
     XCOM_NOTEBOOK_OUTPUT,

@@ -26,9 +26,10 @@ with DAG(
         task_id="submit",
         wait_for_termination=False,
         existing_cluster_id="emulator-etl-cluster",
+        # The emulator's run lasts 90 s, long enough to see the sensor defer.
         notebook_task={
             "notebook_path": "/Shared/refresh_sales",
-            "base_parameters": {"emulator_duration": 4, "emulator_output": "sales refreshed"},
+            "base_parameters": {"emulator_duration": 90, "emulator_output": "sales refreshed"},
         },
     )
     DatabricksRunSensor(
