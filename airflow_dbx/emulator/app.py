@@ -43,10 +43,10 @@ API_ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: e.cancel_all(d),
     ("GET", "jobs/runs/list"): lambda e, d, u, v: e.list_runs(d),
     ("POST", "jobs/runs/repair"): lambda e, d, u, v: e.repair(d),
-    ("POST", "jobs/create"): lambda e, d, u, v: e.create_job(d, u),
-    ("GET", "jobs/get"): lambda e, d, u, v: e.get_job(d, v),
-    ("GET", "jobs/list"): lambda e, d, u, v: e.list_jobs(d),
-    ("POST", "jobs/delete"): lambda e, d, u, v: e.delete_job(d),
+    ("POST", "jobs/create"): lambda e, d, u, v: e.jobs.create(d, u),
+    ("GET", "jobs/get"): lambda e, d, u, v: e.jobs.get(d, v),
+    ("GET", "jobs/list"): lambda e, d, u, v: e.jobs.list(d),
+    ("POST", "jobs/delete"): lambda e, d, u, v: e.jobs.delete(d),
 }
 _API_PATHS = {path for _, path in API_ROUTES}
 
@@ -88,7 +88,7 @@ class State:
             "requests": dict(self.request_counts),
             "faults": dict(self.faults.injected),
             "runs_created": created["runs"],
-            "jobs_created": created["jobs"],
+            "jobs_created": self.engine.jobs.created,
             "idempotent_replays": created["idempotent_replays"],
             "repairs": created["repairs"],
             "cancels": created["cancels"],

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.emulator import payloads as p
 from airflow_dbx.emulator.errors import ApiError, invalid, not_found
+from airflow_dbx.emulator.jobs import Jobs
 from airflow_dbx.emulator.model import TERMINATING_SECONDS, Epoch, Outcome, RunRecord, TaskRun
 from airflow_dbx.emulator.timeline import Context, cut, schedule
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
-TASK_PAGE = 100
 OUTPUT_MAX_BYTES = 5 * 1024 * 1024
 MULTI_TASK_OUTPUT = (
     "Retrieving the output of runs with multiple tasks is not supported. "
@@ -34,85 +34,21 @@ class Engine:
         self.base_url = "http://127.0.0.1"
         self.clusters: set[str] = set()
         self._ids = itertools.count(1_000_001)
-        self._job_ids = itertools.count(1001)
+        self.jobs = Jobs(clock)
         self.reset()
 
     def reset(self) -> None:
-        self.jobs: dict[int, dict[str, Any]] = {}
+        self.jobs.reset()
         self.runs: dict[int, RunRecord] = {}
         self.task_runs: dict[int, tuple[RunRecord, TaskRun]] = {}
         self.tokens: dict[str, int] = {}
-        self.created = {"runs": 0, "jobs": 0, "idempotent_replays": 0, "repairs": 0, "cancels": 0}
+        self.created = {"runs": 0, "idempotent_replays": 0, "repairs": 0, "cancels": 0}
 
     def cluster_known(self, cluster_id: str) -> bool:
         return cluster_id.startswith("emulator-") or cluster_id in self.clusters
 
     def _ctx(self) -> Context:
         return Context(self.time_scale, lambda: next(self._ids), self.cluster_known)
-
-    # ------------------------------------------------------------------ jobs
-
-    def create_job(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
-        settings = dict(body)
-        settings["name"] = p.get_str(body, "name", "Untitled")
-        if body.get("tasks") is not None:
-            p.task_specs(body["tasks"])
-        params = p.get_list(body, "parameters") or []
-        for i, item in enumerate(params):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise invalid(f"parameters[{i}]", 'expected {"name": ..., "default": ...}')
-        p.get_int(body, "timeout_seconds", minimum=0)
-        job_id = next(self._job_ids)
-        self.jobs[job_id] = {
-            "job_id": job_id,
-            "creator_user_name": user,
-            "run_as_user_name": user,
-            "created_time": int(self.clock() * 1000),
-            "settings": settings,
-        }
-        self.created["jobs"] += 1
-        return {"job_id": job_id}
-
-    def _job(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        job_id = p.get_int(data, "job_id", required=True)
-        job = self.jobs.get(job_id or 0)
-        if job is None:
-            raise not_found(f"Job {job_id} does not exist.")
-        return job
-
-    def get_job(self, query: Mapping[str, Any], version: str) -> dict[str, Any]:
-        job = self._job(query)
-        out = dict(job, settings=dict(job["settings"]))
-        tasks = out["settings"].get("tasks")
-        if version == "2.2" and tasks:
-            offset = p.decode_page(query.get("page_token"))
-            out["settings"]["tasks"] = tasks[offset : offset + TASK_PAGE]
-            if offset + TASK_PAGE < len(tasks):
-                out["next_page_token"] = p.encode_page(offset + TASK_PAGE)
-        return out
-
-    def list_jobs(self, query: Mapping[str, Any]) -> dict[str, Any]:
-        limit = p.get_int(query, "limit", default=20, minimum=1, maximum=100) or 20
-        offset = p.decode_page(query.get("page_token")) + (p.get_int(query, "offset", default=0, minimum=0) or 0)
-        name = query.get("name")
-        expand = p.get_bool(query, "expand_tasks")
-        jobs = [j for j in self.jobs.values() if name is None or j["settings"].get("name") == name]
-        page = jobs[offset : offset + limit]
-        out: dict[str, Any] = {"has_more": offset + limit < len(jobs)}
-        if page:
-            out["jobs"] = [
-                dict(j, settings={k: v for k, v in j["settings"].items() if expand or k != "tasks"}) for j in page
-            ]
-        if out["has_more"]:
-            out["next_page_token"] = p.encode_page(offset + limit)
-        if offset:
-            out["prev_page_token"] = p.encode_page(max(0, offset - limit))
-        return out
-
-    def delete_job(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        job = self._job(body)
-        del self.jobs[job["job_id"]]
-        return {}
 
     # ------------------------------------------------------------------ starting runs
 
@@ -153,7 +89,7 @@ class Engine:
         token = p.check_idempotency_token(body)
         overrides = p.overrides(body)
         only = p.get_list(body, "only")
-        job = self._job(body)
+        job = self.jobs.find(body)
         if token in self.tokens:
             self.created["idempotent_replays"] += 1
             return {"run_id": self.tokens[token], "number_in_job": self.tokens[token]}
@@ -265,13 +201,13 @@ class Engine:
             return cached[2]
         tasks = run.tasks()
         offset = p.decode_page(page_token)
-        paged = version == "2.2" and len(tasks) > TASK_PAGE
-        page = tasks[offset : offset + TASK_PAGE] if paged else tasks
+        paged = version == "2.2" and len(tasks) > p.TASK_PAGE
+        page = tasks[offset : offset + p.TASK_PAGE] if paged else tasks
         data = run.snapshot(now, self.base_url, tasks=page, history=history)
-        if paged and offset + TASK_PAGE < len(tasks):
-            data["next_page_token"] = p.encode_page(offset + TASK_PAGE)
+        if paged and offset + p.TASK_PAGE < len(tasks):
+            data["next_page_token"] = p.encode_page(offset + p.TASK_PAGE)
         if paged and offset:
-            data["prev_page_token"] = p.encode_page(max(0, offset - TASK_PAGE))
+            data["prev_page_token"] = p.encode_page(max(0, offset - p.TASK_PAGE))
         body = json.dumps(data).encode()
         run.cache[key] = (*run.stable_window(now), body)
         return body

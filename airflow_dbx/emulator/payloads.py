@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 IDEMPOTENCY_TOKEN_MAX = 64
 PARAMETER_MAX_BYTES = 10_000
 MAX_TASKS = 1000
+TASK_PAGE = 100  # Jobs API 2.2 pages task lists by this many
 SINGLE_TASK_EXTRAS = ("new_cluster", "existing_cluster_id", "job_cluster_key", "libraries", "environment_key")
 
 # Where a task's own parameters live: (task type, field) as a map or as a list of "k=v".

@@ -161,7 +161,7 @@ class Emulator:
     def create_job(self, settings: dict[str, Any], user: str = "emulator-user@example.com") -> int:
         with self._state.lock:
             try:
-                return int(self._state.engine.create_job(settings, user)["job_id"])
+                return int(self._state.engine.jobs.create(settings, user)["job_id"])
             except ApiError as exc:
                 raise ValueError(exc.message) from None
 
