@@ -35,7 +35,7 @@ def make(request, emulator) -> Any:
     """An operator factory for the three-task run, by runs/submit or by run-now of a job."""
     def factory(tasks: list[dict[str, Any]] | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("task_id", "t")
-        kwargs.setdefault("polling_period_seconds", 1)
+        kwargs.setdefault("polling_period_seconds", 0.2)
         tasks = tasks or three_tasks()
         if request.param == "submit":
             return DatabricksSubmitRunOperator(tasks=tasks, **kwargs)
@@ -112,7 +112,10 @@ class TestRepairOnRetry:
 
 
 class TestRepairBookkeeping:
-    def test_a_repair_whose_worker_died_is_reattached_not_requested_again(self, emulator, try_context, make) -> None:
+    @pytest.mark.parametrize("repair_ended", [False, True], ids=["repair_running", "repair_succeeded"])
+    def test_a_repair_whose_worker_died_is_not_requested_again(
+        self, emulator, try_context, make, repair_ended: bool
+    ) -> None:
         op = make(tasks=three_tasks(middle_seconds=20), repair_on_retry=True)
         fail_first_try(op, try_context(1))
         # Try 2 requests the repair and defers; its worker dies before the trigger fires.
@@ -121,7 +124,9 @@ class TestRepairBookkeeping:
             op.execute(try_context(2))
         [run] = emulator.runs()
         assert not api.RunState.from_dict(run).is_terminal
-        # Try 3 finds the run under repair and waits for it.
+        if repair_ended:
+            assert final_state(emulator, run["run_id"]).is_successful()
+        # Try 3 waits for the repair still running, or reports the one that succeeded.
         op.deferrable = False
         assert op.execute(try_context(3)) == run["run_id"]
         assert repair_posts(emulator) == 1
