@@ -11,8 +11,8 @@ try:
     from airflow.sdk import conf
     from airflow.sdk.exceptions import AirflowTaskTimeout
 except ImportError:  # Airflow 3.1: the Task SDK has neither yet
-    from airflow.configuration import conf
-    from airflow.exceptions import AirflowTaskTimeout
+    from airflow.configuration import conf  # type: ignore[assignment]
+    from airflow.exceptions import AirflowTaskTimeout  # type: ignore[no-redef]
 
 __all__ = ["AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowTaskTimeout", "conf", "task_instance_state"]
 
