@@ -114,9 +114,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         hook = self._hook()
         run = hook.get_run(_run_id_of(self.run_id))
         publish_run(context, run, push=self.do_xcom_push)
-        if run.state.is_terminal:
-            return self._finish(context, summarise_ended_run(hook, run, self.allow_success_with_failures))
-        if self.deferrable:
+        if self.deferrable and not run.state.is_terminal:
             self.defer(
                 trigger=DatabricksRunWatchTrigger(
                     run_id=run.run_id,
@@ -134,6 +132,7 @@ class DatabricksRunSensor(BaseSensorOperator):
                 # AirflowSensorTimeout (or a skip with soft_fail). The run is not cancelled.
                 timeout=datetime.timedelta(seconds=self.timeout),
             )
+        # Poking, even a run that already ended: BaseSensorOperator applies soft_fail there.
         return super().execute(context)
 
     def poke(self, context: Context) -> bool | PokeReturnValue:

@@ -97,6 +97,17 @@ class TestPokeMode:
         with pytest.raises(AirflowSkipException):
             sensor(run_id, soft_fail=True).execute(try_context())
 
+    @pytest.mark.parametrize("deferrable", [False, True])
+    def test_soft_fail_skips_on_a_run_that_had_failed_before_the_sensor_started(
+        self, emulator, try_context, deferrable: bool
+    ) -> None:
+        run_id = start(emulator, try_context, seconds=0.2, **FAILING)
+        assert final_state(emulator, run_id).result_state == "FAILED"
+        with pytest.raises(AirflowSkipException):
+            sensor(run_id, soft_fail=True, deferrable=deferrable).execute(try_context())
+        with pytest.raises(AirflowFailException, match="ValueError: bad rows"):
+            sensor(run_id, deferrable=deferrable).execute(try_context())
+
     def test_allow_success_with_failures(self, emulator, try_context) -> None:
         tasks = [
             {"task_key": "flaky", "existing_cluster_id": CLUSTER,
