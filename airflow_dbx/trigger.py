@@ -14,9 +14,24 @@ from airflow_dbx.api import Run, output_targets, poll_delays, summarise_run
 from airflow_dbx.hook import DatabricksHook
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Coroutine
 
 log = logging.getLogger(__name__)
+
+# Cancellations in flight; the loop keeps only weak references to tasks.
+_CANCELLING: set[asyncio.Task[None]] = set()
+
+
+async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile.
+
+    The triggerer repeats a user's cancellation on every sync until the trigger is gone, so
+    the cancel of a Databricks run must not be interruptible halfway.
+    """
+    task = asyncio.ensure_future(work)
+    _CANCELLING.add(task)
+    task.add_done_callback(_CANCELLING.discard)
+    await asyncio.shield(task)
 
 
 class DatabricksRunTrigger(BaseTrigger):
@@ -86,7 +101,7 @@ class DatabricksRunTrigger(BaseTrigger):
             event = await self._wait(hook)
         except asyncio.CancelledError:
             if not compat.TRIGGER_HAS_ON_KILL:
-                await self._cancel_if_task_left()
+                await _finish_even_if_cancelled(self._cancel_if_task_left())
             raise
         yield TriggerEvent(event)
 
@@ -123,7 +138,7 @@ class DatabricksRunTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
-        await self._cancel_if_task_left(assume_left=True)
+        await _finish_even_if_cancelled(self._cancel_if_task_left(assume_left=True))
 
     async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
         """Cancel the run, unless the task instance is still deferred on it.

@@ -106,3 +106,23 @@ def test_a_user_stopping_the_task_cancels_the_run(emulator, monkeypatch, state) 
 
     asyncio.run(user_kills())
     assert final_state(emulator, run_id).result_state == "CANCELED"
+
+
+def test_a_repeated_cancel_does_not_interrupt_cancelling_the_run(emulator, monkeypatch) -> None:
+    """Airflow 3.3's triggerer re-sends a user's cancel on each sync until the trigger is gone."""
+    monkeypatch.setattr(compat, "task_instance_state", lambda *args: "failed")
+    emulator.delay_next("POST", "jobs/runs/cancel", seconds=1.0)
+    run_id = start_run(duration=60)
+    trigger = DatabricksRunTrigger(run_id=run_id, polling_period_seconds=1)
+    trigger.task_instance = _DeferredTaskInstance()
+
+    async def cancelled_twice() -> None:
+        killing = asyncio.ensure_future(trigger.on_kill())
+        await asyncio.sleep(0.3)  # on_kill is waiting for the runs/cancel answer
+        killing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        await asyncio.sleep(2)  # the loop goes on, as the triggerer's does
+
+    asyncio.run(cancelled_twice())
+    assert final_state(emulator, run_id).result_state == "CANCELED"
