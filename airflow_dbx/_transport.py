@@ -311,15 +311,16 @@ def proxies_from_extras(extras: Mapping[str, Any]) -> dict[str, str]:
 _TENACITY_ARGS = frozenset(inspect.signature(tenacity.Retrying.__init__).parameters) - {"self"}
 
 
-def check_retry_args(retry_args: Any) -> None:
+def check_retry_args(retry_args: Any, field: str = "retry_args") -> None:
+    """Refuse ``retry_args`` that tenacity would refuse only at the first request."""
     if not isinstance(retry_args, Mapping):
         raise PayloadError(
-            "retry_args", f"must be a dict of tenacity.Retrying arguments, got {type(retry_args).__name__}"
+            field, f"must be a dict of tenacity.Retrying arguments, got {type(retry_args).__name__}"
         )
     unknown = sorted(set(retry_args) - _TENACITY_ARGS)
     if unknown:
         raise PayloadError(
-            "retry_args",
+            field,
             f"{', '.join(map(repr, unknown))} not tenacity.Retrying arguments; use {', '.join(sorted(_TENACITY_ARGS))}",
         )
 

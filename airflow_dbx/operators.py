@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_dbx import api
+from airflow_dbx._transport import check_retry_args
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.trigger import DatabricksRunTrigger
@@ -129,6 +130,8 @@ class DatabricksRunOperatorBase(BaseOperator):
         api.check_positive("polling_period_seconds", polling_period_seconds)
         api.check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
         api.check_positive("databricks_retry_delay", databricks_retry_delay)
+        if databricks_retry_args is not None:
+            check_retry_args(databricks_retry_args, "databricks_retry_args")
         self.json = json
         self.databricks_conn_id = databricks_conn_id
         self.polling_period_seconds = polling_period_seconds

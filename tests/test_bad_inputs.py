@@ -96,10 +96,6 @@ def trigger_for(run_id: int) -> Any:
     return asyncio.run(first_event())
 
 
-def bug(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
 def row(
     row_id: str,
     scenario: Callable[[Env], Any],
@@ -156,20 +152,14 @@ ROWS = [
         "Host 'exa mple.com' contains invalid character ' '"),
     row("conn-host-empty-label",
         lambda env: submit_with(env, "label", host="https://example..com", password="dapi-x1"),
-        "example..com", error=InvalidConnectionError,
-        marks=bug("_transport.parse_host accepts 'example..com'; requests then raises urllib3's "
-                  "LocationParseError, which hook._call does not catch: a bare urllib3 exception reaches the task")),
+        "example..com", error=InvalidConnectionError),
     row("conn-host-with-backslash",
         lambda env: submit_with(env, "slash", host="https://example.com\\evil", password="dapi-x1"),
-        "example.com\\evil", error=InvalidConnectionError,
-        marks=bug("_transport.parse_host accepts 'https://example.com\\evil' (urlsplit keeps the backslash in the "
-                  "netloc): requests then sends /%5Cevil/api/2.2/... to example.com instead of refusing the host")),
+        "example.com\\evil", error=InvalidConnectionError),
     row("conn-extras-not-json",
         lambda env: submit_with(env, "extras", host=env.emu.url, password=env.emu.token,
                                 extra='{"ca_bundle": "/etc/ssl/corp.pem",'),
-        "extra",
-        marks=bug("hook._settings reads conn.extra_dejson, which logs and returns {} for an extra that is not "
-                  "JSON: every extra (ca_bundle, timeout_seconds, auth_type...) is silently dropped")),
+        "extra"),
     row("conn-extras-not-an-object",
         lambda env: submit_with(env, "extras2", host="https://example.com", password="dapi-x1",
                                 extra={"timeout_seconds": "soon"}),
@@ -293,14 +283,10 @@ ROWS = [
         "databricks_retry_delay: expected a positive number, got -1", at="parse"),
     row("arg-retry-args-not-a-dict",
         lambda env: run_now(job_id=1, databricks_retry_args=["stop_after_attempt", 2]),
-        "databricks_retry_args", at="parse",
-        marks=bug("operators.DatabricksRunOperatorBase.__init__ does not check databricks_retry_args; a list "
-                  "fails only when the task runs (hook: 'retry_args must be a dict'), not when the DAG is parsed")),
+        "databricks_retry_args", at="parse"),
     row("arg-retry-args-unknown-key",
-        lambda env: (env.good_conn(), execute(submit(databricks_retry_args={"stop_after_attempt": 2}))),
-        "stop_after_attempt",
-        marks=bug("_transport.retry_policy passes retry_args straight to tenacity: an unknown key is a bare "
-                  "TypeError ('BaseRetrying.__init__() got an unexpected keyword argument') at the first request")),
+        lambda env: submit(databricks_retry_args={"stop_after_attempt": 2}),
+        "databricks_retry_args: 'stop_after_attempt' not tenacity.Retrying arguments", at="parse"),
     row("arg-json-string-not-json",
         lambda env: submit(json="{'notebook_task': {}}"),
         "json: a string that is not JSON (Expecting property name enclosed in double quotes at position 1)",
@@ -354,18 +340,14 @@ ROWS = [
         "POST /api/2.2/jobs/runs/submit failed after 3 attempts: HTTP 429 REQUEST_LIMIT_EXCEEDED"),
     row("api-empty-body-200-on-submit",
         api_answer("POST", "jobs/runs/submit", status=200, body=b""),
-        "run_id",
-        marks=bug("hook.submit_run does int(self._call(...)['run_id']); answer_of turns an empty 2xx body into {}, "
-                  "so the task fails with a bare KeyError: 'run_id'")),
+        "run_id"),
     row("api-run-now-answer-without-run-id",
         lambda env: (env.good_conn(), env.emu.fail_next("POST", "jobs/run-now", status=200, body={"number_in_job": 3}),
                      execute(run_now(job_id=env.job()))),
-        "run_id",
-        marks=bug("hook.run_now does int(answer['run_id']): an answer without run_id is a bare KeyError")),
+        "run_id"),
     row("api-runs-get-answer-without-run-id",
         api_answer("GET", "jobs/runs/get", status=200, body={"status": {"state": "RUNNING"}}),
-        "run_id",
-        marks=bug("api.Run.from_dict does int(data['run_id']): a runs/get answer without run_id is a bare KeyError")),
+        "run_id"),
     row("api-terminal-result-added-later",
         api_answer("GET", "jobs/runs/get", count=50, status=200, body={
             "run_id": 1000001, "state": {"life_cycle_state": "TERMINATED", "result_state": "EXCLUDED",
