@@ -59,6 +59,13 @@ FAULT_KINDS = ("5xx", "429_retry_after", "429_plain", "drop", "slow", "lost_resp
 EVENTS = ("none", "worker_dies", "triggerer_restart", "user_kill", "kill_before_submit", "exec_timeout")
 
 
+# Bugs a scenario may hit that are already pinned by a strict-xfail test (test_found_bugs.py):
+# counted and reported apart, not as violations. Remove an entry once its bug is fixed.
+KNOWN_BUGS = {
+    "deadline_ignores_ended_run": "test_found_bugs.py::test_a_run_that_ended_before_the_deadline_is_not_reported_timed_out",
+}
+
+
 class WorkerDied(BaseException):
     """The worker process is gone: raised at the dead worker's next request."""
 
@@ -199,6 +206,7 @@ def _with_faults(scenario: Scenario, rng: random.Random) -> Scenario:
 class Stats:
     scenarios: int = 0
     violations: list[tuple[int, str]] = field(default_factory=list)
+    known_bugs: Counter[str] = field(default_factory=Counter)
     faults_armed: Counter[str] = field(default_factory=Counter)
     faults_injected: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
@@ -214,6 +222,7 @@ class Stats:
         with self.lock:
             self.scenarios += 1
             self.violations += [(result.scenario.seed, v) for v in result.violations]
+            self.known_bugs.update(result.known_bugs)
             self.faults_armed.update(result.armed)
             self.faults_injected.update(result.injected)
             self.events[result.scenario.event] += 1
@@ -233,6 +242,7 @@ STATS = Stats()
 class Result:
     scenario: Scenario
     violations: list[str] = field(default_factory=list)
+    known_bugs: list[str] = field(default_factory=list)
     armed: Counter[str] = field(default_factory=Counter)
     injected: Counter[str] = field(default_factory=Counter)
     runs: int = 0
@@ -417,6 +427,7 @@ class _Outcome:
     killed: bool = False
     killed_at: float = 0.0  # epoch seconds when the kill began
     timed_out: bool = False
+    deadline: float | None = None  # the trigger's, when the task deferred
     xcom: dict[str, Any] = field(default_factory=dict)
 
 
@@ -571,6 +582,7 @@ def _deferred(task: _Task, deferred: Any, ctx: TryContext, result: Result) -> _O
         return trigger
 
     trigger = trigger_for_ti()
+    out.deadline = trigger.deadline
     restarts = s.restarts if s.event == "triggerer_restart" else 0
     for _ in range(restarts):
         events = asyncio.run(_run_trigger(trigger, stop_after=s.event_after, user_kill=False, ti=ti))
@@ -686,15 +698,20 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
         bad("the run was cancelled but the task did not report a timeout")
     if out.killed:
         return
+    if out.timed_out:
+        if not isinstance(out.error, AirflowTaskTimeout) or str(last["run_id"]) not in str(out.error):
+            bad(f"a timed-out task must raise AirflowTaskTimeout naming its run, got {out.error!r}")
+        ended = emu.run(last["run_id"])["end_time"] / 1000
+        if final.result_state != "CANCELED" and out.deadline is not None and ended <= out.deadline:
+            known(result, "deadline_ignores_ended_run",
+                  f"run {last['run_id']} ended {final.outcome} {out.deadline - ended:.3f} s before the deadline, "
+                  "yet the task timed out")
+        return
     # The task's final state matches the run's result.
     expected = "success" if final.is_successful() else "failed"
     if out.state != expected:
         bad(f"task ended {out.state} ({type(out.error).__name__}: {out.error}) but run {last['run_id']} "
             f"ended {final.outcome}")
-    if out.timed_out:
-        if not isinstance(out.error, AirflowTaskTimeout) or str(last["run_id"]) not in str(out.error):
-            bad(f"a timed-out task must raise AirflowTaskTimeout naming its run, got {out.error!r}")
-        return
     if out.state == "success":
         if out.returned != last["run_id"]:
             bad(f"execute returned {out.returned}, the run is {last['run_id']}")
@@ -710,6 +727,14 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
             bad(f"the failure report does not name run {last['run_id']}: {text[:200]}")
     if out.xcom.get("run_id") not in (None, last["run_id"]) and s.event != "worker_dies":
         bad(f"XCom run_id {out.xcom.get('run_id')} is not the run {last['run_id']}")
+
+
+def known(result: Result, bug: str, text: str) -> None:
+    """A known bug's symptom: a violation unless the bug is listed in KNOWN_BUGS."""
+    if bug in KNOWN_BUGS:
+        result.known_bugs.append(bug)
+    else:
+        result.violations.append(text)
 
 
 # ---------------------------------------------------------------------- batches
