@@ -1,9 +1,15 @@
 """The deployment suite: one real Airflow deployment (PostgreSQL, scheduler, dag-processor,
 triggerer, API server, LocalExecutor with a single worker slot) shared by its scenarios.
 
-It runs only when asked: ``AIRFLOW_DBX_DEPLOYMENT=1`` or ``pytest --deployment``. Asked for on
-a machine that cannot host it (no PostgreSQL and no apt-get), it skips with the reason, except
-on CI (``CI`` set) or with ``--deployment``, where a failed setup fails the suite.
+It runs only when asked: ``AIRFLOW_DBX_DEPLOYMENT=1``, or ``pytest tests/deployment --deployment``
+(pytest knows the option only when this directory is on its command line). Asked for on a
+machine that cannot host it (no PostgreSQL and no apt-get), it skips with the reason, except on
+CI (``CI`` set) or with ``--deployment``, where a failed setup fails the suite.
+
+Needs root or a ``postgres`` user (initdb refuses root), installs Debian's ``postgresql`` when
+missing and ``psycopg2-binary`` / ``asyncpg`` from PyPI when missing. Set
+``AIRFLOW_DBX_DEPLOYMENT_KEEP_LOGS=DIR`` to keep every component's log (and the task and trigger
+logs) after the run.
 """
 
 from __future__ import annotations
