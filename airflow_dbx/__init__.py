@@ -114,6 +114,9 @@ def get_provider_info() -> dict[str, Any]:
         "versions": [__version__],
         "connection-types": [connection_type],
         "extra-links": ["airflow_dbx.operators.DatabricksRunLink"],
+        "sensors": [
+            {"integration-name": "Databricks", "python-modules": ["airflow_dbx.sensors"]},
+        ],
         "triggers": [
             {"integration-name": "Databricks", "python-modules": ["airflow_dbx.trigger"]},
         ],

@@ -9,12 +9,18 @@ from airflow.triggers.base import BaseTrigger
 
 try:
     from airflow.sdk import conf
-    from airflow.sdk.exceptions import AirflowTaskTimeout
-except ImportError:  # Airflow 3.1: the Task SDK has neither yet
+    from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+except ImportError:  # Airflow 3.1: the Task SDK has none of them yet
     from airflow.configuration import conf  # type: ignore[assignment]
-    from airflow.exceptions import AirflowTaskTimeout  # type: ignore[no-redef]
+    from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
+        AirflowFailException,
+        AirflowTaskTimeout,
+    )
 
-__all__ = ["AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowTaskTimeout", "conf", "task_instance_state"]
+__all__ = [
+    "AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowFailException", "AirflowTaskTimeout", "conf",
+    "task_instance_state",
+]
 
 AIRFLOW_VERSION: tuple[int, int] = tuple(int(part) for part in _airflow_version.split(".")[:2])  # type: ignore[assignment]
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_dbx import api
-from airflow_dbx.compat import conf
+from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import (
     XCOM_NOTEBOOK_OUTPUT,
@@ -24,27 +24,12 @@ from airflow_dbx.operators import (
 )
 from airflow_dbx.trigger import DatabricksRunTrigger
 
-try:
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions (deprecated there since 3.2)
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined,unused-ignore]
-
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
-
-
-class DatabricksRunWatchTrigger(DatabricksRunTrigger):
-    """:class:`DatabricksRunTrigger` for a run the waiting task did not start: never cancels it.
-
-    Whatever ends the wait (the task killed or cleared, the sensor's timeout), the run goes on.
-    """
-
-    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
-        log.info("Stopped watching Databricks run %s; it goes on (this task did not start it)", self.run_id)
 
 
 class DatabricksRunSensor(BaseSensorOperator):
@@ -116,7 +101,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         publish_run(context, run, push=self.do_xcom_push)
         if self.deferrable and not run.state.is_terminal:
             self.defer(
-                trigger=DatabricksRunWatchTrigger(
+                trigger=DatabricksRunTrigger(
                     run_id=run.run_id,
                     databricks_conn_id=self.databricks_conn_id,
                     polling_period_seconds=self.poke_interval,
@@ -126,6 +111,7 @@ class DatabricksRunSensor(BaseSensorOperator):
                     run_page_url=run.run_page_url,
                     allow_success_with_failures=self.allow_success_with_failures,
                     waiting_since=run.start_time / 1000 or None,
+                    cancel_on_kill=False,
                 ),
                 method_name="execute_complete",
                 # Airflow ends the deferral at the timeout; BaseSensorOperator turns that into

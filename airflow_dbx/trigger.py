@@ -56,6 +56,7 @@ class DatabricksRunTrigger(BaseTrigger):
         run_page_url: str = "",
         allow_success_with_failures: bool = False,
         waiting_since: float | None = None,
+        cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()
         self.run_id = run_id
@@ -68,6 +69,7 @@ class DatabricksRunTrigger(BaseTrigger):
         self.run_page_url = run_page_url
         self.allow_success_with_failures = allow_success_with_failures
         self.waiting_since = time.time() if waiting_since is None else waiting_since
+        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -83,6 +85,7 @@ class DatabricksRunTrigger(BaseTrigger):
                 "run_page_url": self.run_page_url,
                 "allow_success_with_failures": self.allow_success_with_failures,
                 "waiting_since": self.waiting_since,
+                "cancel_on_kill": self.cancel_on_kill,
             },
         )
 
@@ -145,7 +148,12 @@ class DatabricksRunTrigger(BaseTrigger):
 
         A triggerer that restarts or hands the trigger to another triggerer also cancels
         this coroutine; the task instance is then still ``deferred`` and the run must go on.
+        A trigger made with ``cancel_on_kill=False`` (a sensor's: its task did not start the
+        run) never cancels.
         """
+        if not self.cancel_on_kill:
+            log.info("Stopped watching Databricks run %s; it goes on (this task did not start it)", self.run_id)
+            return
         ti = getattr(self, "task_instance", None)
         state: str | None = "unknown"
         if ti is not None:

@@ -14,7 +14,8 @@ from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 from airflow_dbx import api
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksSubmitRunOperator
-from airflow_dbx.sensors import AirflowFailException, DatabricksRunSensor, DatabricksRunWatchTrigger
+from airflow_dbx.sensors import AirflowFailException, DatabricksRunSensor
+from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TaskDeferred, final_state
 
 try:
@@ -39,7 +40,7 @@ def sensor(run_id: Any, **kwargs: Any) -> DatabricksRunSensor:
     return DatabricksRunSensor(run_id=run_id, **kwargs)
 
 
-def first_event(trigger: DatabricksRunWatchTrigger) -> dict[str, Any]:
+def first_event(trigger: DatabricksRunTrigger) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
         async for event in trigger.run():
             return event.payload
@@ -158,7 +159,8 @@ class TestDeferrable:
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(ctx)
         trigger = deferred.value.trigger
-        assert isinstance(trigger, DatabricksRunWatchTrigger)
+        assert isinstance(trigger, DatabricksRunTrigger)
+        assert trigger.cancel_on_kill is False
         assert (trigger.run_id, trigger.deadline, trigger.polling_period_seconds) == (run_id, None, 0.2)
         assert deferred.value.timeout == datetime.timedelta(seconds=600)
         event = first_event(trigger)
@@ -225,13 +227,13 @@ class TestDeferrable:
         assert not api.RunState.from_dict(emulator.run(run_id)).is_terminal
         assert "POST jobs/runs/cancel" not in paths(emulator)
 
-    def test_the_trigger_serialises_to_its_own_class(self, emulator) -> None:
-        path, kwargs = DatabricksRunWatchTrigger(run_id=5, polling_period_seconds=3).serialize()
-        assert path == "airflow_dbx.sensors.DatabricksRunWatchTrigger"
-        assert DatabricksRunWatchTrigger(**kwargs).serialize() == (path, kwargs)
+    def test_the_watching_trigger_serialises_its_promise_not_to_cancel(self, emulator) -> None:
+        path, kwargs = DatabricksRunTrigger(run_id=5, polling_period_seconds=3, cancel_on_kill=False).serialize()
+        assert kwargs["cancel_on_kill"] is False
+        assert DatabricksRunTrigger(**kwargs).serialize() == (path, kwargs)
 
 
-async def first_event_async(trigger: DatabricksRunWatchTrigger) -> dict[str, Any]:
+async def first_event_async(trigger: DatabricksRunTrigger) -> dict[str, Any]:
     async for event in trigger.run():
         return event.payload
     raise AssertionError("no event")
