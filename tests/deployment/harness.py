@@ -491,12 +491,3 @@ class EmulatorAdmin:
 
     def request_count(self) -> int:
         return int(self._get("requests")["next"])
-
-    def cancel(self, run_id: int) -> None:
-        """Cancel a run through the Jobs API, as someone in the workspace would."""
-        answer = self.session.post(f"{self.base_url}/api/2.2/jobs/runs/cancel", json={"run_id": run_id}, timeout=10)
-        answer.raise_for_status()
-
-    def set_time_scale(self, scale: float) -> None:
-        answer = self.session.post(f"{self.base_url}/__emulator__/time_scale", json={"time_scale": scale}, timeout=10)
-        answer.raise_for_status()
