@@ -41,7 +41,8 @@ def main() -> int:
         print(f"airflow db migrate failed; see {logs / 'db-migrate.log'}")
         return 1
     failures = 0
-    with Emulator() as emu:
+    # Runs last 15 % of their nominal length: every path shows, without the waiting.
+    with Emulator(time_scale=0.15) as emu:
         print(f"Databricks emulator on {emu.url}\n", flush=True)
         emu.create_job({"name": "nightly-sales", "tasks": [
             {"task_key": "sales", "existing_cluster_id": "emulator-shared-cluster",
