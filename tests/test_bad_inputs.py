@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx import api
+from airflow_dbx import api, compat
 from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
@@ -159,7 +159,10 @@ ROWS = [
     row("conn-extras-not-json",
         lambda env: submit_with(env, "extras", host=env.emu.url, password=env.emu.token,
                                 extra='{"ca_bundle": "/etc/ssl/corp.pem",'),
-        "extra"),
+        "extra",
+        marks=pytest.mark.skipif(compat.AIRFLOW_VERSION < (3, 2), reason=(
+            "Airflow 3.1 drops an AIRFLOW_CONN_ value whose extra is not JSON before any hook sees it "
+            "(the error is then Airflow's: the conn_id isn't defined)"))),
     row("conn-extras-not-an-object",
         lambda env: submit_with(env, "extras2", host="https://example.com", password="dapi-x1",
                                 extra={"timeout_seconds": "soon"}),

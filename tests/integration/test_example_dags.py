@@ -27,7 +27,8 @@ def test_example_parses_without_errors_or_warnings(path: Path) -> None:
     result = subprocess.run([sys.executable, *STRICT_WARNINGS, str(path)], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # Under -W error a warning is an exception; stderr may still carry Airflow's own log lines.
+    assert "Warning" not in result.stderr
 
 
 def test_every_example_dag_is_tested() -> None:

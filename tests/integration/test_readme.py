@@ -38,7 +38,8 @@ def test_dag_examples_build_without_warnings(block: str) -> None:
     result = subprocess.run([sys.executable, *STRICT_WARNINGS, "-c", block], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    # Under -W error a warning is an exception; stderr may still carry Airflow's own log lines.
+    assert "Warning" not in result.stderr
 
 
 @pytest.mark.parametrize("block", TEST_BLOCKS, ids=["pytest_fixture_example"])
