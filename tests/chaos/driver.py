@@ -35,9 +35,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk.exceptions import AirflowTaskTimeout
-
 from airflow_dbx import api, compat
+from airflow_dbx.compat import AirflowTaskTimeout
 from airflow_dbx.emulator import Emulator
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
@@ -749,6 +748,7 @@ def run_batch(seeds: list[int], workers: int) -> list[Result]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
+    _fresh_secrets_masker()
     started = time.monotonic()
     emulators = {seed: Emulator(time_scale=TIME_SCALE, token=f"dapi-chaos-{seed:06d}").start() for seed in seeds}
     try:
@@ -763,6 +763,20 @@ def run_batch(seeds: list[int], workers: int) -> list[Result]:
     with STATS.lock:
         STATS.wall_seconds += time.monotonic() - started
     return results
+
+
+def _fresh_secrets_masker() -> None:
+    """Start each batch with an empty Airflow secrets masker, as a new worker process would.
+
+    Every scenario registers its own credentials and issued tokens; the masker rebuilds one
+    regex of all of them per new secret and runs it on every log line, so thousands of
+    scenarios in one process would otherwise slow down quadratically.
+    """
+    try:
+        from airflow.sdk._shared.secrets_masker.secrets_masker import reset_secrets_masker
+    except ImportError:  # other Airflow versions keep it elsewhere; the long mode is just slower there
+        return
+    reset_secrets_masker()
 
 
 def failure_message(results: list[Result], replay: Callable[[int], str]) -> str:
