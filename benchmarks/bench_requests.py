@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import re
 import subprocess
 import time
 from typing import TYPE_CHECKING, Any
@@ -78,7 +79,8 @@ def measure(python: str, env: dict[str, str], emulator_url: str, mode: str, time
         for key in after["requests"]
         if after["requests"].get(key, 0) != before["requests"].get(key, 0)
     }
-    succeeded = result.returncode == 0 and "Dag run in success state" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    succeeded = result.returncode == 0 and re.search(r"Dag run\s+in success state", output) is not None
     return {
         "mode": mode,
         "returncode": result.returncode,
