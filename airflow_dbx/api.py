@@ -355,7 +355,7 @@ def format_failure_report(
 
 
 def poll_delays(
-    period: float, *, waited: float = 0.0, first: float = 1.0, floor: float = 2.0, growth: float = 0.18
+    period: float, *, waited: float = 0.0, first: float = 1.0, floor: float = 2.0, growth: float = 0.15
 ) -> Iterator[float]:
     """Seconds to sleep before each status check of a run.
 
