@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import email.utils
-import inspect
 import ipaddress
 import json
 import os
@@ -24,7 +23,7 @@ import certifi
 import requests
 import tenacity
 
-from airflow_dbx.api import API_PREFIX, DatabricksApiError, Endpoint, PayloadError
+from airflow_dbx.api import API_PREFIX, DatabricksApiError, Endpoint
 from airflow_dbx.auth import InvalidConnectionError
 
 if TYPE_CHECKING:
@@ -306,23 +305,6 @@ def proxies_from_extras(extras: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(raw, Mapping):
         raise InvalidConnectionError('proxies must be a JSON object such as {"https": "http://proxy:3128"}')
     return {str(k): str(v) for k, v in raw.items()}
-
-
-_TENACITY_ARGS = frozenset(inspect.signature(tenacity.Retrying.__init__).parameters) - {"self"}
-
-
-def check_retry_args(retry_args: Any, field: str = "retry_args") -> None:
-    """Refuse ``retry_args`` that tenacity would refuse only at the first request."""
-    if not isinstance(retry_args, Mapping):
-        raise PayloadError(
-            field, f"must be a dict of tenacity.Retrying arguments, got {type(retry_args).__name__}"
-        )
-    unknown = sorted(set(retry_args) - _TENACITY_ARGS)
-    if unknown:
-        raise PayloadError(
-            field,
-            f"{', '.join(map(repr, unknown))} not tenacity.Retrying arguments; use {', '.join(sorted(_TENACITY_ARGS))}",
-        )
 
 
 def extras_of(raw: str | None) -> dict[str, Any]:

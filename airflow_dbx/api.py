@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import hashlib
+import inspect
 import json
 import math
 import random
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 API_PREFIX = "/api/2.2/"
+DEFAULT_CONN_ID = "databricks_default"
 
 
 class Endpoint(NamedTuple):
@@ -539,6 +541,20 @@ def check_positive(name: str, value: Any, *, integer: bool = False) -> None:
     if isinstance(value, bool) or not ok or value <= 0:
         expected = "a positive integer" if integer else "a positive number"
         raise PayloadError(name, f"expected {expected}, got {value!r}")
+
+
+def check_retry_args(retry_args: Any, field: str = "retry_args") -> None:
+    """Refuse ``retry_args`` that tenacity would refuse only at the first request."""
+    if not isinstance(retry_args, Mapping):
+        raise PayloadError(field, f"must be a dict of tenacity.Retrying arguments, got {type(retry_args).__name__}")
+    import tenacity  # only when retry_args are given: DAG files need not load it
+
+    known = set(inspect.signature(tenacity.Retrying.__init__).parameters) - {"self"}
+    unknown = sorted(set(retry_args) - known)
+    if unknown:
+        raise PayloadError(
+            field, f"{', '.join(map(repr, unknown))} not tenacity.Retrying arguments; use {', '.join(sorted(known))}"
+        )
 
 
 def derive_idempotency_token(*parts: object, generation: int = 0, base: str | None = None) -> str:

@@ -27,7 +27,6 @@ from airflow_dbx import __version__, api
 from airflow_dbx._transport import (
     SESSIONS,
     answer_of,
-    check_retry_args,
     exhausted,
     extras_of,
     host_of_url,
@@ -116,7 +115,7 @@ class DatabricksHook(BaseHook):
     """
 
     conn_name_attr = "databricks_conn_id"
-    default_conn_name = "databricks_default"
+    default_conn_name = api.DEFAULT_CONN_ID
     conn_type = "dbx"
     hook_name = "Databricks (airflow-dbx)"
 
@@ -136,7 +135,7 @@ class DatabricksHook(BaseHook):
         if isinstance(retry_delay, bool) or not isinstance(retry_delay, (int, float)) or retry_delay < 0:
             raise api.PayloadError("retry_delay", f"must be a number of seconds >= 0, got {retry_delay!r}")
         if retry_args is not None:
-            check_retry_args(retry_args)
+            api.check_retry_args(retry_args)
         self.databricks_conn_id = databricks_conn_id
         self.retry_limit = retry_limit
         self.retry_delay = float(retry_delay)

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator, BaseOperatorLink
 
 from airflow_dbx import api
-from airflow_dbx._transport import check_retry_args
 from airflow_dbx.compat import AirflowTaskTimeout, conf
-from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.trigger import DatabricksRunTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.types import TaskInstanceKey
+
+    from airflow_dbx.hook import DatabricksHook
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         self,
         *,
         json: Mapping[str, Any] | str | None = None,
-        databricks_conn_id: str = DatabricksHook.default_conn_name,
+        databricks_conn_id: str = api.DEFAULT_CONN_ID,
         polling_period_seconds: float = 30,
         databricks_retry_limit: int = 3,
         databricks_retry_delay: float = 1,
@@ -131,7 +131,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         api.check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
         api.check_positive("databricks_retry_delay", databricks_retry_delay)
         if databricks_retry_args is not None:
-            check_retry_args(databricks_retry_args, "databricks_retry_args")
+            api.check_retry_args(databricks_retry_args, "databricks_retry_args")
         self.json = json
         self.databricks_conn_id = databricks_conn_id
         self.polling_period_seconds = polling_period_seconds
@@ -179,6 +179,9 @@ class DatabricksRunOperatorBase(BaseOperator):
     # ------------------------------------------------------------------ execution
 
     def _hook(self) -> DatabricksHook:
+        # Imported here: DAG files load this module, and only tasks need HTTP clients.
+        from airflow_dbx.hook import DatabricksHook
+
         return DatabricksHook(
             self.databricks_conn_id,
             retry_limit=self.databricks_retry_limit,

@@ -14,7 +14,6 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_dbx import api
 from airflow_dbx.compat import AirflowFailException, conf
-from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import (
     XCOM_NOTEBOOK_OUTPUT,
     DatabricksRunLink,
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from airflow.sdk import Context
+
+    from airflow_dbx.hook import DatabricksHook
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         self,
         *,
         run_id: Any,
-        databricks_conn_id: str = DatabricksHook.default_conn_name,
+        databricks_conn_id: str = api.DEFAULT_CONN_ID,
         databricks_retry_limit: int = 3,
         databricks_retry_delay: float = 1,
         databricks_retry_args: dict[str, Any] | None = None,
@@ -87,6 +88,8 @@ class DatabricksRunSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _hook(self) -> DatabricksHook:
+        from airflow_dbx.hook import DatabricksHook  # as in the operators: not at DAG parse time
+
         return DatabricksHook(
             self.databricks_conn_id,
             retry_limit=self.databricks_retry_limit,

@@ -11,10 +11,11 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
 from airflow_dbx.api import Run, output_targets, poll_delays, summarise_run
-from airflow_dbx.hook import DatabricksHook
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
+
+    from airflow_dbx.hook import DatabricksHook
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class DatabricksRunTrigger(BaseTrigger):
         )
 
     def _hook(self) -> DatabricksHook:
+        from airflow_dbx.hook import DatabricksHook  # the operators import this module at parse time
+
         return DatabricksHook(
             self.databricks_conn_id,
             retry_limit=self.retry_limit,
