@@ -23,16 +23,14 @@ import certifi
 import requests
 import tenacity
 
-from airflow_dbx.api import API_PREFIX, DatabricksApiError, Endpoint
+from airflow_dbx.api import API_PREFIX, DatabricksApiError, Endpoint, is_retryable
 from airflow_dbx.auth import InvalidConnectionError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Callable, Iterable
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-RETRYABLE_ERROR_CODES = frozenset({"COULD_NOT_ACQUIRE_LOCK"})  # sent with HTTP 400
 RETRY_AFTER_CAP_SECONDS = 60.0
-BACKOFF_CAP_SECONDS = 60.0
+BACKOFF_CAP_SECONDS = 15.0
 RETRY_TOTAL_SECONDS = 600.0  # no request keeps retrying longer than this, whatever retry_limit says
 MAX_CONNECTIONS_PER_HOST = 32  # per event loop: every hook polling one workspace shares them
 BODY_PREVIEW = 200
@@ -140,12 +138,6 @@ class Transient(DatabricksApiError):
         self.retry_after = retry_after
 
 
-def is_retryable(status: int | None, error_code: str | None) -> bool:
-    if status is None:
-        return True  # no answer: connection refused, dropped or timed out
-    return status in RETRYABLE_STATUS or (status == 400 and error_code in RETRYABLE_ERROR_CODES)
-
-
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (seconds or an HTTP date), capped."""
     if not value:
@@ -237,17 +229,23 @@ def transport_error(method: str, url: str, exc: BaseException, scrubber: Callabl
 
 
 class _RetryAfterOrBackoff(tenacity.wait.wait_base):
-    """The server's Retry-After when it sent one, else exponential backoff with full jitter."""
+    """Exponential backoff with full jitter, never shorter than the server's Retry-After.
+
+    Retry-After is a floor, not the whole answer: a thousand waiters told "1 s" would all come
+    back together and keep the workspace over its limit; the growing, jittered backoff spreads
+    them until the request rate settles under it.
+    """
 
     def __init__(self, base: float) -> None:
         self.base = base
 
     def __call__(self, state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, Transient) and exc.retry_after is not None:
-            return exc.retry_after
         ceiling = min(BACKOFF_CAP_SECONDS, self.base * 2 ** (state.attempt_number - 1))
-        return random.uniform(0, ceiling)
+        backoff = random.uniform(0, ceiling)
+        if isinstance(exc, Transient) and exc.retry_after is not None:
+            return max(exc.retry_after * random.uniform(1.0, 1.5), backoff)
+        return backoff
 
 
 def retry_policy(

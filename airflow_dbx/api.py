@@ -6,6 +6,7 @@ emulator's tests all share one meaning of "terminal", "successful" and "valid pa
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import hashlib
@@ -14,9 +15,12 @@ import json
 import math
 import random
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
+
+T = TypeVar("T")
 
 API_PREFIX = "/api/2.2/"
 DEFAULT_CONN_ID = "databricks_default"
@@ -41,6 +45,10 @@ REPAIR_RUN = Endpoint("POST", "jobs/runs/repair")
 LIST_RUNS = Endpoint("GET", "jobs/runs/list")
 LIST_JOBS = Endpoint("GET", "jobs/list")
 GET_JOB = Endpoint("GET", "jobs/get")
+
+# Answers worth another attempt: throttling, server trouble, and a lock held by another request.
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+RETRYABLE_ERROR_CODES = frozenset({"COULD_NOT_ACQUIRE_LOCK"})  # sent with HTTP 400
 
 IDEMPOTENCY_TOKEN_MAX_LENGTH = 64
 PARAMETER_MAP_MAX_BYTES = 10_000
@@ -87,6 +95,17 @@ class DatabricksApiError(DatabricksError):
         code = f" {error_code}" if error_code else ""
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         super().__init__(f"{method} {endpoint} failed{tries}: {status}{code}: {self.message}".rstrip(": "))
+
+    @property
+    def retryable(self) -> bool:
+        return is_retryable(self.status_code, self.error_code)
+
+
+def is_retryable(status: int | None, error_code: str | None) -> bool:
+    """Whether a failed request may succeed if sent again (``None``: no answer at all)."""
+    if status is None:
+        return True  # connection refused, dropped or timed out
+    return status in RETRYABLE_STATUS or (status == 400 and error_code in RETRYABLE_ERROR_CODES)
 
 
 class DatabricksRunFailed(DatabricksError):
@@ -374,6 +393,67 @@ def poll_delays(
         yield delay
         elapsed += delay
         delay = min(max(growth * elapsed, floor), period)
+
+
+class PollOutage:
+    """Keeps a wait going through polls that failed for a passing reason.
+
+    A status check that still fails after the hook's retries (the workspace throttling many
+    waiters, a 5xx spell, no answer) says nothing about the run, so the wait goes on after a
+    jittered pause that doubles with each failure in a row. Only an outage longer than
+    ``limit`` seconds, or an error that retrying cannot mend (401, 404, ...), ends the wait.
+    """
+
+    def __init__(self, limit: float = 600.0, cap: float = 60.0, max_stretch: float = 8.0) -> None:
+        self.limit = limit
+        self.cap = cap
+        self.max_stretch = max_stretch
+        self.since: float | None = None
+        self.failures = 0
+        self.stretch = 1.0
+
+    def pace(self, delay: float, *, throttled: bool) -> float:
+        """The next regular pause: stretched (up to ``max_stretch`` times) while the workspace
+        throttles, eased back after. Retry-After alone keeps a thousand waiters above a
+        workspace's rate limit; waiters that also poll less often let the rate settle under it."""
+        if throttled:
+            self.stretch = min(self.stretch * 2.0, self.max_stretch)
+        else:
+            self.stretch = max(self.stretch * 0.95, 1.0)
+        return delay * self.stretch
+
+    def failed(self, exc: DatabricksApiError, now: float) -> float:
+        """Seconds to pause before the next check; re-raises ``exc`` when the wait must end."""
+        if not exc.retryable:
+            raise exc
+        self.since = now if self.since is None else self.since
+        if now - self.since > self.limit:
+            raise exc
+        self.failures += 1
+        return min(self.cap, 2.0 ** (self.failures - 1)) * random.uniform(1.0, 2.0)
+
+    def succeeded(self) -> None:
+        self.since, self.failures = None, 0
+
+
+def patiently(call: Callable[[], T]) -> T:
+    """``call()``, sent again after a :class:`PollOutage` pause while it fails for a passing reason."""
+    outage = PollOutage()
+    while True:
+        try:
+            return call()
+        except DatabricksApiError as exc:
+            time.sleep(outage.failed(exc, time.monotonic()))
+
+
+async def apatiently(call: Callable[[], Awaitable[T]]) -> T:
+    """:func:`patiently` for coroutines."""
+    outage = PollOutage()
+    while True:
+        try:
+            return await call()
+        except DatabricksApiError as exc:
+            await asyncio.sleep(outage.failed(exc, time.monotonic()))
 
 
 # --------------------------------------------------------------------------- payloads

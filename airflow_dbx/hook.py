@@ -141,6 +141,8 @@ class DatabricksHook(BaseHook):
         self.retry_delay = float(retry_delay)
         self.retry_args = dict(retry_args) if retry_args else None
         self.caller = caller
+        # 429 answers this hook received, retried or not: waiters slow down while it grows.
+        self.throttled = 0
         self.user_agent = f"airflow-dbx/{__version__} apache-airflow/{airflow_version}" + (
             f" ({caller})" if caller else ""
         )
@@ -349,6 +351,8 @@ class DatabricksHook(BaseHook):
 
     def _log_answer(self, endpoint: api.Endpoint, status: int, started: float) -> None:
         log.debug("%s -> HTTP %s in %.3fs", endpoint.label, status, time.monotonic() - started)
+        if status == 429:
+            self.throttled += 1
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -7,6 +7,7 @@ return at once, wait in the worker, or defer to :class:`DatabricksRunTrigger`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -76,7 +77,10 @@ def publish_run(context: Context, run: api.Run, *, push: bool) -> None:
 def summarise_ended_run(hook: DatabricksHook, run: api.Run, allow_success_with_failures: bool) -> dict[str, Any]:
     """The outcome of a run that ended, as the trigger's event carries it (outputs read here)."""
     successful = run.state.is_successful(allow_success_with_failures=allow_success_with_failures)
-    outputs = {task.run_id: hook.get_run_output(task.run_id) for task in api.output_targets(run, successful=successful)}
+    outputs = {
+        task.run_id: api.patiently(functools.partial(hook.get_run_output, task.run_id))
+        for task in api.output_targets(run, successful=successful)
+    }
     return api.summarise_run(run, outputs, allow_success_with_failures=allow_success_with_failures)
 
 
@@ -314,11 +318,25 @@ class DatabricksRunOperatorBase(BaseOperator):
         started = run.attempt_start_time / 1000
         waited = max(time.time() - started, 0.0) if started else 0.0
         delays = api.poll_delays(self.polling_period_seconds, waited=waited)
+        outage = api.PollOutage()
+        pause = next(delays)
+        throttled = hook.throttled
         while not run.state.is_terminal:
-            time.sleep(next(delays))
-            previous, run = run.state.outcome, hook.get_run(run.run_id)
-            if run.state.outcome != previous:
-                log.info("Databricks run %s is %s", run.run_id, run.state.outcome)
+            time.sleep(pause)
+            try:
+                current = hook.get_run(run.run_id)
+            except api.DatabricksApiError as exc:
+                pause = outage.failed(exc, time.monotonic())
+                # A throttled workspace is routine with many waiters; say so loudly only when it lasts.
+                level = logging.WARNING if outage.failures >= 3 else logging.INFO
+                log.log(level, "Could not check Databricks run %s (%s); next check in %.0fs", run.run_id, exc, pause)
+                continue
+            outage.succeeded()
+            if current.state.outcome != run.state.outcome:
+                log.info("Databricks run %s is %s", current.run_id, current.state.outcome)
+            run = current
+            pause = outage.pace(next(delays), throttled=hook.throttled > throttled)
+            throttled = hook.throttled
         return run
 
     def _complete(self, context: Context, outcome: Mapping[str, Any]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -10,7 +11,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
-from airflow_dbx.api import Run, output_targets, poll_delays, summarise_run
+from airflow_dbx.api import (
+    DatabricksApiError,
+    PollOutage,
+    Run,
+    apatiently,
+    output_targets,
+    poll_delays,
+    summarise_run,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -113,31 +122,47 @@ class DatabricksRunTrigger(BaseTrigger):
 
     async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
         last_outcome = None
-        waited = time.time() - self.waiting_since
-        for delay in poll_delays(self.polling_period_seconds, waited=waited):
+        delays = poll_delays(self.polling_period_seconds, waited=time.time() - self.waiting_since)
+        outage = PollOutage()
+        pause = next(delays)
+        throttled = hook.throttled
+        while True:
             if self.deadline is not None:
                 remaining = self.deadline - time.time()
                 if remaining <= 0:
                     return await self._time_out(hook)
-                await asyncio.sleep(min(delay, remaining))
-            else:
-                await asyncio.sleep(delay)
-            run = await hook.a_get_run(self.run_id)
+                pause = min(pause, remaining)
+            await asyncio.sleep(pause)
+            try:
+                run = await hook.a_get_run(self.run_id)
+            except DatabricksApiError as exc:
+                pause = outage.failed(exc, time.monotonic())
+                # A throttled workspace is routine with many waiters; say so loudly only when it lasts.
+                level = logging.WARNING if outage.failures >= 3 else logging.INFO
+                log.log(level, "Could not check Databricks run %s (%s); next check in %.0fs", self.run_id, exc, pause)
+                continue
+            outage.succeeded()
             if run.state.outcome != last_outcome:
                 last_outcome = run.state.outcome
                 log.info("Databricks run %s is %s", self.run_id, last_outcome)
             if run.state.is_terminal:
                 return await self._summarise(hook, run)
-        raise AssertionError("poll_delays never ends")
+            pause = outage.pace(next(delays), throttled=hook.throttled > throttled)
+            throttled = hook.throttled
 
     async def _summarise(self, hook: DatabricksHook, run: Run) -> dict[str, Any]:
         successful = run.state.is_successful(allow_success_with_failures=self.allow_success_with_failures)
         targets = output_targets(run, successful=successful)
-        answers = await asyncio.gather(*(hook.a_get_run_output(task.run_id) for task in targets))
+        answers = await asyncio.gather(
+            *(apatiently(functools.partial(hook.a_get_run_output, task.run_id)) for task in targets)
+        )
         outputs = {task.run_id: answer for task, answer in zip(targets, answers, strict=True)}
         return summarise_run(run, outputs, allow_success_with_failures=self.allow_success_with_failures)
 
     async def _time_out(self, hook: DatabricksHook) -> dict[str, Any]:
+        run = await hook.a_get_run(self.run_id)
+        if run.state.is_terminal:  # it ended before this trigger could see it: report that
+            return await self._summarise(hook, run)
         log.warning("Deadline passed; cancelling Databricks run %s", self.run_id)
         await hook.a_cancel_run(self.run_id)
         return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}

@@ -179,6 +179,9 @@ async def _serve(state: State, request: web.Request) -> web.StreamResponse:
                 {"Retry-After": retry_after_header(wait)},
             )
         if fault is not None and fault.kind == "delay":
+            # Read the body first (aiohttp keeps it for the handler): a late answer is still
+            # carried out when the client has given up meanwhile, as a slow server would.
+            await request.read()
             await asyncio.sleep(fault.seconds)
         elif fault is not None and fault.kind in ("status", "drop"):
             status = fault.status if fault.kind == "status" else None

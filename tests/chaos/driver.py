@@ -60,9 +60,7 @@ EVENTS = ("none", "worker_dies", "triggerer_restart", "user_kill", "kill_before_
 
 # Bugs a scenario may hit that are already pinned by a strict-xfail test (test_found_bugs.py):
 # counted and reported apart, not as violations. Remove an entry once its bug is fixed.
-KNOWN_BUGS = {
-    "deadline_ignores_ended_run": "test_found_bugs.py::test_a_run_that_ended_before_the_deadline_is_not_reported_timed_out",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 class WorkerDied(BaseException):

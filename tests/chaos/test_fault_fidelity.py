@@ -16,10 +16,6 @@ BODY = {"run_name": "slow", "tasks": [{"task_key": "only", "existing_cluster_id"
                                        "notebook_task": {"notebook_path": "/nb"}}]}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "emulator/app.py _serve sleeps for a delay fault before _api reads the request body; when the client "
-    "times out meanwhile, request.read() raises ConnectionResetError ('emulator handler failed' warning) and "
-    "the POST is never carried out, though delay_next promises it is carried out late"))
 def test_a_slow_post_whose_client_gave_up_is_still_carried_out(emulator: Emulator, set_connection) -> None:
     set_connection(host=emulator.url, password=emulator.token, extra={"timeout_seconds": 0.2})
     emulator.delay_next("POST", "jobs/runs/submit", seconds=0.6)

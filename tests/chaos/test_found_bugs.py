@@ -1,7 +1,7 @@
-"""Bugs the chaos suite found, each pinned by a deterministic test (strict xfail until fixed).
+"""Bugs the chaos suite found, each replayed by a deterministic test so it stays fixed.
 
-When one of these starts passing, drop its xfail mark and the matching entry of
-``driver.KNOWN_BUGS`` so the chaos invariants hold it to the fix.
+A newly found bug gets a strict-xfail test here and an entry in ``driver.KNOWN_BUGS``
+until it is fixed; then both go and the chaos invariants hold the code to the fix.
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import TYPE_CHECKING, Any
-
-import pytest
 
 from airflow_dbx import api
 from airflow_dbx.hook import DatabricksHook
@@ -26,11 +24,6 @@ async def _first_event(trigger: DatabricksRunTrigger) -> dict[str, Any]:
     raise AssertionError("no event")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trigger.py DatabricksRunTrigger._wait: when the deadline has passed at the top of its loop (the trigger "
-    "started late, or a poll with retries ran past it) it calls _time_out (cancel + timed_out event) without "
-    "reading the run, so a run that ended SUCCESS before the deadline fails its task with AirflowTaskTimeout "
-    "'Databricks run N was cancelled', which is untrue (the cancel was a no-op)"))
 def test_a_run_that_ended_before_the_deadline_is_not_reported_timed_out(emulator: Emulator, set_connection) -> None:
     set_connection(host=emulator.url, password=emulator.token)
     run_id = DatabricksHook().submit_run({"run_name": "quick", "tasks": [
@@ -51,21 +44,12 @@ def test_a_run_that_ended_before_the_deadline_is_not_reported_timed_out(emulator
     assert event["successful"] is True
 
 
-THROTTLED_POLLS = (
-    "operators.py _wait and trigger.py _wait end the task when one runs/get stays throttled (429) for "
-    "retry_limit attempts (3 by default): a wait should treat a throttled or failed poll as 'no news yet' and "
-    "poll later, bounded by time rather than by one request's attempts (tests/load shows 63% of 1,000 "
-    "deferred tasks failing this way under a workspace rate limit)"
-)
-
-
 def _long_run(emulator: Emulator) -> int:
     return DatabricksHook().submit_run({"run_name": "throttled", "tasks": [
         {"task_key": "only", "existing_cluster_id": "emulator-c",
          "notebook_task": {"notebook_path": "/nb", "base_parameters": {"emulator_duration": 4}}}]})
 
 
-@pytest.mark.xfail(strict=True, reason=THROTTLED_POLLS)
 def test_a_throttled_poll_does_not_fail_a_deferred_task(emulator: Emulator, set_connection) -> None:
     set_connection(host=emulator.url, password=emulator.token)
     run_id = _long_run(emulator)
@@ -74,7 +58,6 @@ def test_a_throttled_poll_does_not_fail_a_deferred_task(emulator: Emulator, set_
     assert asyncio.run(_first_event(trigger))["successful"] is True
 
 
-@pytest.mark.xfail(strict=True, reason=THROTTLED_POLLS)
 def test_a_throttled_poll_does_not_fail_a_task_waiting_in_the_worker(emulator: Emulator, set_connection) -> None:
     from airflow_dbx.operators import DatabricksSubmitRunOperator
     from tests.integration.conftest import TryContext

@@ -37,7 +37,7 @@ LIMIT = float(os.environ.get("LOAD_LIMIT", "300"))
 POLL = 1.0
 TOKEN = "dapi-load-test-token-1000"
 FAILING_SHARE = 0.15
-BUDGET = 60.0  # seconds for the whole wait
+BUDGET = 90.0  # seconds for the whole wait
 
 
 class EmulatorProcess:
@@ -192,13 +192,13 @@ def run_steady(run: LoadRun) -> list[Counter[str]]:
 
 @pytest.fixture(scope="module")
 def long_runs() -> Any:
-    """One load run shared by the module's tests: runs of 20-30 s, so the rate has time to settle."""
+    """One load run shared by the module's tests: runs of 40-50 s, so the rate has time to settle."""
     with pytest.MonkeyPatch.context() as patch:
         emu = EmulatorProcess()
         patch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT",
                      json.dumps({"conn_type": "dbx", "host": emu.url, "password": TOKEN}))
         try:
-            yield load_run(emu, retry_limit=30, durations=(20, 30))
+            yield load_run(emu, retry_limit=30, durations=(40, 50))
         finally:
             emu.stop()
 
@@ -216,10 +216,6 @@ def test_every_trigger_fires_the_right_event_despite_429(long_runs: LoadRun) -> 
     assert accepted <= 2 * LIMIT, "the emulator let through far more than its limit"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hook/_transport: a throttled poll waits exactly Retry-After (1 s from the emulator, no jitter) and the "
-    "trigger keeps polling every polling_period_seconds whatever the 429s say, so 1,000 triggers keep offering "
-    "~2-3x the limit in synchronised waves instead of settling under it"))
 def test_the_request_rate_settles_under_the_limit(long_runs: LoadRun) -> None:
     steady = run_steady(long_runs)
     assert len(steady) >= 8, f"no steady window to judge: {long_runs.figures}"
@@ -227,10 +223,6 @@ def test_the_request_rate_settles_under_the_limit(long_runs: LoadRun) -> None:
     assert sum(s["sent"] for s in last) / len(last) <= LIMIT * 1.15, long_runs.figures
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "trigger.py DatabricksRunTrigger._wait lets a runs/get poll that stayed throttled for retry_limit "
-    "attempts (3 by default, the operators' databricks_retry_limit) end the trigger with DatabricksApiError; "
-    "under a workspace rate limit most of 1,000 triggers die on 429 instead of polling later"))
 def test_default_retry_settings_survive_the_rate_limit(workspace: EmulatorProcess) -> None:
     run = load_run(workspace, retry_limit=3, durations=(6, 12))
     assert not run.errors, f"{len(run.errors)} of {TRIGGERS} triggers failed, e.g. {next(iter(run.errors.values()))!r}"
