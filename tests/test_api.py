@@ -203,3 +203,40 @@ class TestTokensAndPolling:
 
     def test_poll_delays_resume_where_a_wait_left_off(self) -> None:
         assert 0.9 * 15 <= next(api.poll_delays(30, waited=100)) <= 1.1 * 15
+
+
+class TestPollOutage:
+    @staticmethod
+    def error(status: int | None, code: str | None = None) -> api.DatabricksApiError:
+        return api.DatabricksApiError(method="GET", endpoint="/api/2.2/jobs/runs/get", status_code=status, error_code=code)
+
+    @pytest.mark.parametrize(("status", "code"), [(429, None), (503, None), (None, None), (400, "COULD_NOT_ACQUIRE_LOCK")])
+    def test_passing_failures_pause_longer_each_time(self, status: int | None, code: str | None) -> None:
+        outage = api.PollOutage()
+        pauses = [outage.failed(self.error(status, code), now=float(i)) for i in range(8)]
+        assert 1 <= pauses[0] <= 2
+        assert pauses[3] >= 8
+        assert max(pauses) <= 2 * outage.cap
+
+    @pytest.mark.parametrize("status", [400, 401, 403, 404])
+    def test_errors_retrying_cannot_mend_end_the_wait(self, status: int) -> None:
+        error = self.error(status)
+        with pytest.raises(api.DatabricksApiError) as caught:
+            api.PollOutage().failed(error, now=0.0)
+        assert caught.value is error
+
+    def test_an_outage_longer_than_the_limit_ends_the_wait(self) -> None:
+        outage = api.PollOutage(limit=600)
+        outage.failed(self.error(503), now=0.0)
+        outage.failed(self.error(503), now=599.0)
+        with pytest.raises(api.DatabricksApiError):
+            outage.failed(self.error(503), now=601.0)
+        outage.succeeded()
+        assert outage.failed(self.error(503), now=700.0) <= 2  # a new outage starts afresh
+
+    def test_pace_stretches_while_throttled_and_eases_back(self) -> None:
+        outage = api.PollOutage(max_stretch=8)
+        assert [outage.pace(1.0, throttled=True) for _ in range(5)] == [2.0, 4.0, 8.0, 8.0, 8.0]
+        eased = [outage.pace(1.0, throttled=False) for _ in range(200)]
+        assert eased[0] < 8.0
+        assert eased[-1] == 1.0
