@@ -52,16 +52,30 @@ class DatabricksRunLink(BaseOperatorLink):
         return XCom.get_value(ti_key=ti_key, key=XCOM_RUN_PAGE_URL) or ""
 
 
-def _is_literal(value: Any) -> bool:
+def is_literal(value: Any) -> bool:
     """True when ``value`` is final at DAG parse time: no template and no XComArg inside."""
     if isinstance(value, str):
         return "{{" not in value and "{%" not in value
     if isinstance(value, Mapping):
-        return all(_is_literal(k) and _is_literal(v) for k, v in value.items())
+        return all(is_literal(k) and is_literal(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return all(_is_literal(item) for item in value)
+        return all(is_literal(item) for item in value)
     # XComArg and the other values Airflow resolves at run time have ``resolve``.
     return not callable(getattr(value, "resolve", None))
+
+
+def hook_for(task: Any) -> DatabricksHook:
+    """The hook of a task built from its ``databricks_*`` arguments (the operators' and the sensor's)."""
+    # Imported here: DAG files load this module, and only running tasks need HTTP clients.
+    from airflow_dbx.hook import DatabricksHook
+
+    return DatabricksHook(
+        task.databricks_conn_id,
+        retry_limit=task.databricks_retry_limit,
+        retry_delay=task.databricks_retry_delay,
+        retry_args=task.databricks_retry_args,
+        caller=type(task).__name__,
+    )
 
 
 def publish_run(context: Context, run: api.Run, *, push: bool) -> None:
@@ -159,12 +173,12 @@ class DatabricksRunOperatorBase(BaseOperator):
 
     def _check_at_parse_time(self) -> None:
         """Validate what is already known, so a literal mistake fails the DAG file, not the run."""
-        if not _is_literal(self.json) or (
+        if not is_literal(self.json) or (
             isinstance(self.json, str) and self.json.endswith(tuple(self.template_ext))
         ):
             return
         known = {"idempotency_token": self.idempotency_token, **self._named_values()}
-        payload = api.merge_payload(self.json, {k: v if _is_literal(v) else api.UNRENDERED for k, v in known.items()})
+        payload = api.merge_payload(self.json, {k: v if is_literal(v) else api.UNRENDERED for k, v in known.items()})
         literal = {k: v for k, v in payload.items() if v is not api.UNRENDERED}
         api.normalise_payload(literal)
         self.validate_payload({**payload, **api.normalise_payload(literal)})
@@ -183,16 +197,7 @@ class DatabricksRunOperatorBase(BaseOperator):
     # ------------------------------------------------------------------ execution
 
     def _hook(self) -> DatabricksHook:
-        # Imported here: DAG files load this module, and only tasks need HTTP clients.
-        from airflow_dbx.hook import DatabricksHook
-
-        return DatabricksHook(
-            self.databricks_conn_id,
-            retry_limit=self.databricks_retry_limit,
-            retry_delay=self.databricks_retry_delay,
-            retry_args=self.databricks_retry_args,
-            caller=type(self).__name__,
-        )
+        return hook_for(self)
 
     def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
         """Start a run; subclasses call their endpoint."""

@@ -17,7 +17,8 @@ from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.operators import (
     XCOM_NOTEBOOK_OUTPUT,
     DatabricksRunLink,
-    _is_literal,
+    is_literal,
+    hook_for,
     publish_run,
     summarise_ended_run,
 )
@@ -77,7 +78,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         api.check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
         api.check_positive("databricks_retry_delay", databricks_retry_delay)
-        if _is_literal(run_id):
+        if is_literal(run_id):
             _run_id_of(run_id)
         self.run_id = run_id
         self.databricks_conn_id = databricks_conn_id
@@ -88,15 +89,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         self.deferrable = deferrable
 
     def _hook(self) -> DatabricksHook:
-        from airflow_dbx.hook import DatabricksHook  # as in the operators: not at DAG parse time
-
-        return DatabricksHook(
-            self.databricks_conn_id,
-            retry_limit=self.databricks_retry_limit,
-            retry_delay=self.databricks_retry_delay,
-            retry_args=self.databricks_retry_args,
-            caller=type(self).__name__,
-        )
+        return hook_for(self)
 
     def execute(self, context: Context) -> Any:
         hook = self._hook()
