@@ -17,8 +17,8 @@ from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.operators import (
     XCOM_NOTEBOOK_OUTPUT,
     DatabricksRunLink,
-    is_literal,
     hook_for,
+    is_literal,
     publish_run,
     summarise_ended_run,
 )
