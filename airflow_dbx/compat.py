@@ -7,11 +7,15 @@ from typing import Any
 from airflow import __version__ as _airflow_version
 from airflow.triggers.base import BaseTrigger
 
+# The ignores let mypy pass against either version's stubs.
 try:
-    from airflow.sdk import conf
-    from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+    from airflow.sdk import conf  # type: ignore[attr-defined,unused-ignore]
+    from airflow.sdk.exceptions import (  # type: ignore[attr-defined,unused-ignore]
+        AirflowFailException,
+        AirflowTaskTimeout,
+    )
 except ImportError:  # Airflow 3.1: the Task SDK has none of them yet
-    from airflow.configuration import conf  # type: ignore[assignment]
+    from airflow.configuration import conf  # type: ignore[assignment,unused-ignore]
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
         AirflowFailException,
         AirflowTaskTimeout,

@@ -21,7 +21,7 @@ from airflow_dbx.trigger import DatabricksRunTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-    from airflow.sdk.types import TaskInstanceKey
+    from airflow.sdk.types import TaskInstanceKey  # type: ignore[attr-defined,unused-ignore]  # 3.2+
 
     from airflow_dbx.hook import DatabricksHook
 
