@@ -40,7 +40,7 @@ from airflow_dbx.compat import AirflowTaskTimeout
 from airflow_dbx.emulator import Emulator
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
-from tests.integration.conftest import TaskDeferred, TryContext
+from tests.integration.conftest import TaskDeferred, TryContext, final_state
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -638,15 +638,6 @@ async def _run_trigger(trigger: Any, *, stop_after: float | None, user_kill: boo
 # ---------------------------------------------------------------------- invariants
 
 
-def _wait_terminal(emu: Emulator, run_id: int, timeout: float = 5.0) -> api.RunState:
-    deadline = time.monotonic() + timeout
-    while True:
-        state = api.RunState.from_dict(emu.run(run_id))
-        if state.is_terminal or time.monotonic() > deadline:
-            return state
-        time.sleep(0.02)
-
-
 def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
     bad = result.violations.append
     expected_errors = (WorkerDied, api.DatabricksRunFailed, AirflowTaskTimeout)
@@ -675,7 +666,7 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
         if out.state != "success" or out.returned != last["run_id"]:
             bad(f"wait_for_termination=False ended {out.state} ({out.error}), returned {out.returned}")
         return
-    states = {r["run_id"]: _wait_terminal(emu, r["run_id"]) for r in runs}
+    states = {r["run_id"]: final_state(emu, r["run_id"], timeout=5.0) for r in runs}
     # No run left active after its task ended.
     for run_id, state in states.items():
         if not state.is_terminal:
