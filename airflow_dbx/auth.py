@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import base64
 import threading
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from airflow.sdk.log import mask_secret
 from asgiref.sync import sync_to_async
 
-from airflow_dbx.api import DatabricksError
+from airflow_dbx.errors import InvalidConnectionError
+from airflow_dbx.tokens import TOKEN_CACHE, TokenCache, TokenFetcher, TokenRequest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 TOKEN = "token"
 BASIC = "basic"
@@ -42,22 +43,12 @@ _AZURE_MANAGEMENT_BY_AUTHORITY = {
 }
 _AZURE_MANAGEMENT_DEFAULT = "https://management.core.windows.net/"
 
-# Refresh a cached token this long before it expires (or at 3/4 of a shorter lifetime),
-# so a request never leaves with a token that dies in flight.
-REFRESH_MARGIN_SECONDS = 60.0
-DEFAULT_TOKEN_LIFETIME = 3600.0
 
 SDK_EXTRA_HINT = "pip install 'airflow-dbx[sdk]'"
 
 T = TypeVar("T")
 
 
-class InvalidConnectionError(DatabricksError, ValueError):
-    """The Airflow connection cannot be turned into a Databricks endpoint and credentials."""
-
-
-# (url, form fields, basic-auth pair or None) -> the token endpoint's JSON answer.
-TokenFetcher = Callable[[str, Mapping[str, str], "tuple[str, str] | None"], Mapping[str, Any]]
 
 
 def is_true(value: Any) -> bool:
@@ -72,92 +63,6 @@ async def run_blocking(fn: Callable[[], T]) -> T:
     Airflow's triggerer comms work from it: Airflow 3.1 answers a sync SDK call (reading a
     connection, telling the supervisor to mask a secret) only from asgiref-managed threads."""
     return await sync_to_async(fn, thread_sensitive=False)()
-
-
-# --------------------------------------------------------------------------- token cache
-
-
-@dataclass(frozen=True)
-class TokenRequest:
-    """One OAuth client-credentials request; ``key`` identifies its token in the cache."""
-
-    url: str
-    form: Mapping[str, str] = field(repr=False)
-    basic_auth: tuple[str, str] | None = field(default=None, repr=False)
-    key: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Token:
-    value: str = field(repr=False)
-    refresh_at: float
-
-
-class TokenCache:
-    """Tokens per (endpoint, client, audience), shared by every hook in the process.
-
-    One lock per key makes concurrent callers (threads, or asyncio tasks whose fetch runs
-    in a thread) wait for the one fetch in progress instead of each starting their own.
-    """
-
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, ...], _Token] = {}
-        self._locks: dict[tuple[str, ...], threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def peek(self, request: TokenRequest) -> str | None:
-        """The cached token if it is still fresh; never does I/O."""
-        token = self._tokens.get(request.key)
-        if token is not None and time.monotonic() < token.refresh_at:
-            return token.value
-        return None
-
-    def get(self, request: TokenRequest, fetch: TokenFetcher) -> str:
-        value = self.peek(request)
-        if value is not None:
-            return value
-        with self._guard:
-            lock = self._locks.setdefault(request.key, threading.Lock())
-        with lock:
-            value = self.peek(request)  # another caller may have fetched while we waited
-            if value is not None:
-                return value
-            started = time.monotonic()
-            answer = fetch(request.url, request.form, request.basic_auth)
-            value, lifetime = _parse_token_answer(answer, request.url)
-            mask_secret(value)
-            margin = min(REFRESH_MARGIN_SECONDS, lifetime / 4)
-            self._tokens[request.key] = _Token(value, started + lifetime - margin)
-            return value
-
-    def invalidate(self, request: TokenRequest, value: str) -> bool:
-        """Forget the token if it is still ``value``; a newer one (fetched by a concurrent
-        caller after the same 401) is kept, so a burst of 401s costs one refresh."""
-        with self._guard:
-            token = self._tokens.get(request.key)
-            if token is not None and token.value == value:
-                del self._tokens[request.key]
-                return True
-        return False
-
-    def clear(self) -> None:
-        with self._guard:
-            self._tokens.clear()
-
-
-TOKEN_CACHE = TokenCache()
-
-
-def _parse_token_answer(answer: Mapping[str, Any], url: str) -> tuple[str, float]:
-    value = answer.get("access_token")
-    if not isinstance(value, str) or not value:
-        raise DatabricksError(f"the token endpoint {url} answered without an access_token")
-    try:
-        # Azure AD v1 sends expires_in as a string; v2 and Databricks as a number.
-        lifetime = float(answer.get("expires_in", DEFAULT_TOKEN_LIFETIME))
-    except (TypeError, ValueError):
-        lifetime = DEFAULT_TOKEN_LIFETIME
-    return value, max(lifetime, 1.0)
 
 
 # --------------------------------------------------------------------------- auth modes
@@ -386,11 +291,7 @@ def build_auth(
 
 
 def _azure_auth(
-    client_id: str,
-    secret: str,
-    extras: Mapping[str, Any],
-    fetch: TokenFetcher,
-    check_url: Callable[[str], str],
+    client_id: str, secret: str, extras: Mapping[str, Any], fetch: TokenFetcher, check_url: Callable[[str], str]
 ) -> TokenAuth:
     tenant = str(extras.get("azure_tenant_id") or "").strip()
     if not tenant or "/" in tenant:

@@ -12,16 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_dbx import api
+from airflow_dbx._run_tasks import DatabricksRunLink, hook_for, publish_run, report_outcome
 from airflow_dbx.compat import AirflowFailException, conf
-from airflow_dbx.operators import (
-    XCOM_NOTEBOOK_OUTPUT,
-    DatabricksRunLink,
-    hook_for,
-    is_literal,
-    publish_run,
-    summarise_ended_run,
-)
+from airflow_dbx.errors import DatabricksRunFailed, PayloadError
+from airflow_dbx.models import DEFAULT_CONN_ID
+from airflow_dbx.payloads import check_positive, is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger
 
 if TYPE_CHECKING:
@@ -67,7 +62,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         self,
         *,
         run_id: Any,
-        databricks_conn_id: str = api.DEFAULT_CONN_ID,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
         databricks_retry_limit: int = 3,
         databricks_retry_delay: float = 1,
         databricks_retry_args: dict[str, Any] | None = None,
@@ -76,8 +71,8 @@ class DatabricksRunSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        api.check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
-        api.check_positive("databricks_retry_delay", databricks_retry_delay)
+        check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
+        check_positive("databricks_retry_delay", databricks_retry_delay)
         if is_literal(run_id):
             _run_id_of(run_id)
         self.run_id = run_id
@@ -123,7 +118,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         if not run.state.is_terminal:
             log.info("Databricks run %s is %s", run.run_id, run.state.outcome)
             return False
-        outcome = summarise_ended_run(hook, run, self.allow_success_with_failures)
+        outcome = hook.summarise(run, allow_success_with_failures=self.allow_success_with_failures)
         return PokeReturnValue(is_done=True, xcom_value=self._finish(context, outcome))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
@@ -135,20 +130,15 @@ class DatabricksRunSensor(BaseSensorOperator):
         log.info("Task killed: Databricks run %s goes on (this sensor did not start it)", self.run_id)
 
     def _finish(self, context: Context, outcome: Mapping[str, Any]) -> int:
-        if outcome.get("notebook_output") is not None and self.do_xcom_push:
-            context["ti"].xcom_push(key=XCOM_NOTEBOOK_OUTPUT, value=outcome["notebook_output"])
-        if not outcome["successful"]:
-            failure = api.DatabricksRunFailed(
-                outcome["report"], run_id=outcome["run_id"], result_state=outcome["state"]["result_state"]
-            )
+        try:
+            return report_outcome(context, outcome, push=self.do_xcom_push)
+        except DatabricksRunFailed as failure:
             if self.soft_fail or getattr(self, "never_fail", False):
                 # Airflow then skips the task with its own message; keep the report in the log.
                 log.warning("%s", failure)
             # AirflowFailException: waiting again cannot change how the run ended, so no
             # retries; and it is the failure BaseSensorOperator turns into a skip on soft_fail.
             raise AirflowFailException(str(failure)) from failure
-        log.info("Databricks run %s succeeded", outcome["run_id"])
-        return int(outcome["run_id"])
 
 
 def _run_id_of(value: Any) -> int:
@@ -156,5 +146,5 @@ def _run_id_of(value: Any) -> int:
     if isinstance(value, bool) or not (
         isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
     ):
-        raise api.PayloadError("run_id", f"expected a Databricks run id (an integer), got {value!r}")
+        raise PayloadError("run_id", f"expected a Databricks run id (an integer), got {value!r}")
     return int(value)

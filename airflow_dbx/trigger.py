@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,15 +10,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
-from airflow_dbx.api import (
-    DatabricksApiError,
-    PollOutage,
-    Run,
-    apatiently,
-    output_targets,
-    poll_delays,
-    summarise_run,
-)
+from airflow_dbx.models import DEFAULT_CONN_ID
+from airflow_dbx.waiting import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -47,7 +39,7 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
 class DatabricksRunTrigger(BaseTrigger):
     """Poll one Databricks run until it ends and fire one event with its outcome.
 
-    The event payload is the run's summary (``airflow_dbx.api.summarise_run``), or
+    The event payload is the run's summary (``airflow_dbx.outcome.summarise_run``), or
     ``{"timed_out": True, ...}`` when ``deadline`` (epoch seconds) passed first, in which
     case the run has been cancelled. Rebuilt from ``serialize()`` after a triggerer restart,
     it picks up where the old one left off (``waiting_since`` keeps the polling schedule);
@@ -57,7 +49,7 @@ class DatabricksRunTrigger(BaseTrigger):
     def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
         self,
         run_id: int,
-        databricks_conn_id: str = "databricks_default",
+        databricks_conn_id: str = DEFAULT_CONN_ID,
         polling_period_seconds: float = 30,
         retry_limit: int = 3,
         retry_delay: float = 1.0,
@@ -102,13 +94,8 @@ class DatabricksRunTrigger(BaseTrigger):
     def _hook(self) -> DatabricksHook:
         from airflow_dbx.hook import DatabricksHook  # the operators import this module at parse time
 
-        return DatabricksHook(
-            self.databricks_conn_id,
-            retry_limit=self.retry_limit,
-            retry_delay=self.retry_delay,
-            retry_args=self.retry_args,
-            caller=type(self).__name__,
-        )
+        retrying = (self.retry_limit, self.retry_delay, self.retry_args)
+        return DatabricksHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         hook = self._hook()
@@ -121,48 +108,18 @@ class DatabricksRunTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
-        last_outcome = None
-        delays = poll_delays(self.polling_period_seconds, waited=time.time() - self.waiting_since)
-        outage = PollOutage()
-        pause = next(delays)
-        throttled = hook.throttled
-        while True:
-            if self.deadline is not None:
-                remaining = self.deadline - time.time()
-                if remaining <= 0:
-                    return await self._time_out(hook)
-                pause = min(pause, remaining)
-            await asyncio.sleep(pause)
-            try:
-                run = await hook.a_get_run(self.run_id)
-            except DatabricksApiError as exc:
-                pause = outage.failed(exc, time.monotonic())
-                # A throttled workspace is routine with many waiters; say so loudly only when it lasts.
-                level = logging.WARNING if outage.failures >= 3 else logging.INFO
-                log.log(level, "Could not check Databricks run %s (%s); next check in %.0fs", self.run_id, exc, pause)
-                continue
-            outage.succeeded()
-            if run.state.outcome != last_outcome:
-                last_outcome = run.state.outcome
-                log.info("Databricks run %s is %s", self.run_id, last_outcome)
-            if run.state.is_terminal:
-                return await self._summarise(hook, run)
-            pause = outage.pace(next(delays), throttled=hook.throttled > throttled)
-            throttled = hook.throttled
-
-    async def _summarise(self, hook: DatabricksHook, run: Run) -> dict[str, Any]:
-        successful = run.state.is_successful(allow_success_with_failures=self.allow_success_with_failures)
-        targets = output_targets(run, successful=successful)
-        answers = await asyncio.gather(
-            *(apatiently(functools.partial(hook.a_get_run_output, task.run_id)) for task in targets)
+        watcher = Watcher(
+            self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.deadline
         )
-        outputs = {task.run_id: answer for task, answer in zip(targets, answers, strict=True)}
-        return summarise_run(run, outputs, allow_success_with_failures=self.allow_success_with_failures)
+        run = await hook.a_wait_for_run(self.run_id, watcher)
+        if run is None:
+            return await self._time_out(hook)
+        return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
 
     async def _time_out(self, hook: DatabricksHook) -> dict[str, Any]:
         run = await hook.a_get_run(self.run_id)
         if run.state.is_terminal:  # it ended before this trigger could see it: report that
-            return await self._summarise(hook, run)
+            return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
         log.warning("Deadline passed; cancelling Databricks run %s", self.run_id)
         await hook.a_cancel_run(self.run_id)
         return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}

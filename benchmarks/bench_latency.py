@@ -8,8 +8,8 @@ settings, until it yields its event. Latency = event time - the run's ``end_time
 Runs of ``--scaled`` classes live on an emulator whose clock runs ``scale`` times faster
 (a 10-minute run takes 60 s at 0.1), and both providers' polling is scaled by the same
 factor: the official trigger gets ``polling_period_seconds = 30 * scale``; ours keeps 30
-and its ``poll_delays`` schedule is scaled as a whole (every delay it yields times
-``scale``, the time already waited divided by it). Latencies are reported back in
+and its ``Watcher`` schedule is scaled as a whole (read on a clock ``scale`` times
+slower, every pause it gives times ``scale``). Latencies are reported back in
 emulated seconds; request counts do not depend on the scale.
 """
 
@@ -24,6 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -37,20 +38,22 @@ SCALE: contextvars.ContextVar[float] = contextvars.ContextVar("bench_scale", def
 
 
 def scale_our_schedule() -> None:
-    """Make ``airflow_dbx.trigger`` use ``poll_delays`` compressed by the current task's SCALE."""
+    """Make ``airflow_dbx.trigger`` use a ``Watcher`` whose schedule is compressed by the current task's SCALE."""
     import airflow_dbx.trigger as trigger_module
+    from airflow_dbx.waiting import Watcher
 
-    original = trigger_module.poll_delays
+    class ScaledWatcher(Watcher):
+        """The same schedule on a clock that runs SCALE times slower, its pauses scaled back."""
 
-    def scaled(period: float, *, waited: float = 0.0, **kwargs: float):  # type: ignore[no-untyped-def]
-        scale = SCALE.get()
-        if scale == 1.0:
-            yield from original(period, waited=waited, **kwargs)
-            return
-        for delay in original(period, waited=waited / scale, **kwargs):
-            yield delay * scale
+        def __init__(self, period: float, *, waited: float = 0.0, **kwargs: Any) -> None:
+            self.scale = SCALE.get()
+            super().__init__(period, waited=waited / self.scale, clock=lambda: time.time() / self.scale, **kwargs)
 
-    trigger_module.poll_delays = scaled  # type: ignore[assignment]
+        def pause(self) -> float | None:
+            pause = super().pause()
+            return None if pause is None else pause * self.scale
+
+    trigger_module.Watcher = ScaledWatcher  # type: ignore[misc]
 
 
 async def sample(args: argparse.Namespace, counter: RequestCounter, duration: float, scale: float,

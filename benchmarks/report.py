@@ -388,7 +388,7 @@ def section_method() -> list[str]:
             "- Offered poll rate = N / period. Where achieved is far below offered (N=5,000 at 1 s), the "
             "two-core machine is saturated: the emulator and the trigger process share it, so the emulator CPU "
             "column tells which side ran out.",
-            "- Our schedule (`airflow_dbx.api.poll_delays`): first check after ~1 s, then 18% of the time waited, "
+            "- Our schedule (`airflow_dbx.waiting.Watcher`): first check after ~1 s, then 15% of the time waited, "
             "at least 2 s, at most `polling_period_seconds`, +-10% jitter. With `polling_period_seconds=1` it is a "
             "flat 1 s +-10%.", ""]
 

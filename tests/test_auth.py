@@ -12,8 +12,8 @@ import types
 import pytest
 
 from airflow_dbx import auth
-from airflow_dbx.api import DatabricksApiError
 from airflow_dbx.auth import InvalidConnectionError, choose_auth_type
+from airflow_dbx.errors import DatabricksApiError
 from airflow_dbx.hook import DatabricksHook, parse_host
 
 OIDC = "/oidc/v1/token"
@@ -256,7 +256,7 @@ def test_azure_workspace_resource_id_adds_management_headers(azure, set_connecti
     )
     hook = DatabricksHook()
     new_run(hook)
-    headers = hook._settings.auth.headers()
+    headers = hook._api.settings().auth.headers()
     assert headers["X-Databricks-Azure-Workspace-Resource-Id"] == resource
     assert headers["Authorization"].startswith("Bearer emu-")
     management = headers["X-Databricks-Azure-SP-Management-Token"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx import api, compat
+from airflow_dbx import compat, errors, models, payloads
 from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
@@ -55,7 +55,7 @@ def submit(**kwargs: Any) -> DatabricksSubmitRunOperator:
     kwargs.setdefault("task_id", "bad_input")
     for key, value in FAST.items():
         kwargs.setdefault(key, value)
-    if not any(k in kwargs for k in ("json", "tasks", *api.SINGLE_TASK_FIELDS)):
+    if not any(k in kwargs for k in ("json", "tasks", *payloads.SINGLE_TASK_FIELDS)):
         kwargs["notebook_task"] = NOTEBOOK
     if "tasks" not in kwargs and "json" not in kwargs:
         kwargs.setdefault("existing_cluster_id", CLUSTER)
@@ -102,7 +102,7 @@ def row(
     message: str,
     *,
     at: str = "execute",
-    error: type[BaseException] = api.DatabricksError,
+    error: type[BaseException] = errors.DatabricksError,
     marks: Any = (),
 ) -> Any:
     """``at``: "parse" (the operator's constructor raises) or "execute" (running it does)."""
@@ -355,7 +355,7 @@ ROWS = [
         api_answer("GET", "jobs/runs/get", count=50, status=200, body={
             "run_id": 1000001, "state": {"life_cycle_state": "TERMINATED", "result_state": "EXCLUDED",
                                          "state_message": "Excluded by a newer API feature"}}),
-        "Databricks run 1000001 ended EXCLUDED: Excluded by a newer API feature", error=api.DatabricksRunFailed),
+        "Databricks run 1000001 ended EXCLUDED: Excluded by a newer API feature", error=errors.DatabricksRunFailed),
 ]
 
 
@@ -368,7 +368,7 @@ def _settle(emu: Emulator, timeout: float = 5.0) -> list[dict[str, Any]]:
     """The emulator's runs that are still active once ``timeout`` has passed."""
     deadline = time.monotonic() + timeout
     while True:
-        active = [r for r in emu.runs() if not api.RunState.from_dict(r).is_terminal]
+        active = [r for r in emu.runs() if not models.RunState.from_dict(r).is_terminal]
         if not active or time.monotonic() > deadline:
             return active
         time.sleep(0.05)
@@ -378,7 +378,7 @@ def _settle(emu: Emulator, timeout: float = 5.0) -> list[dict[str, Any]]:
 def test_bad_input_ends_in_a_clear_error(env: Env, scenario: Any, message: str, at: str, error: type) -> None:
     if at == "parse":
         # The mistake is literal: the DAG file must fail when it is parsed, not when it runs.
-        with pytest.raises(api.PayloadError) as caught:
+        with pytest.raises(errors.PayloadError) as caught:
             scenario(env)
     else:
         with pytest.raises(error) as caught:
@@ -413,14 +413,14 @@ def test_unknown_top_level_json_keys_are_passed_through_unchanged(env: Env) -> N
         patch.setattr(DatabricksHook, "submit_run", spy)
         run_id = execute(op)
     assert {k: sent[0][k] for k in future} == future
-    assert api.RunState.from_dict(env.emu.run(run_id)).is_successful()
+    assert models.RunState.from_dict(env.emu.run(run_id)).is_successful()
 
 
 def test_neither_cluster_spec_is_serverless_and_accepted(env: Env) -> None:
     """A notebook task without a cluster runs on serverless compute: not a mistake."""
     env.good_conn()
     run_id = execute(DatabricksSubmitRunOperator(task_id="serverless", notebook_task=NOTEBOOK, **FAST))
-    assert api.RunState.from_dict(env.emu.run(run_id)).is_successful()
+    assert models.RunState.from_dict(env.emu.run(run_id)).is_successful()
 
 
 @pytest.mark.parametrize("deferrable", [False, True])
@@ -436,5 +436,5 @@ def test_a_life_cycle_state_added_later_is_waited_through(env: Env, deferrable: 
     else:
         execute(submit())
     (run,) = env.emu.runs()
-    assert api.RunState.from_dict(run).is_successful()
+    assert models.RunState.from_dict(run).is_successful()
     assert sum(r.fault == "status" for r in env.emu.requests) == 4

@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from airflow_dbx.api import DatabricksApiError
 from airflow_dbx.auth import InvalidConnectionError
+from airflow_dbx.errors import DatabricksApiError
 from airflow_dbx.hook import DatabricksHook, parse_host
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def test_extras_in_string_form_from_uri_connections(monkeypatch) -> None:
     monkeypatch.setenv(
         "AIRFLOW_CONN_DATABRICKS_DEFAULT", f"dbx://:dapi-tok-123@example.com?timeout_seconds=2.5&proxies={proxies}"
     )
-    settings = DatabricksHook()._settings
+    settings = DatabricksHook()._api.settings()
     assert settings.timeout == 2.5
     assert settings.proxies == {"https": "http://proxy.internal:3128"}
 

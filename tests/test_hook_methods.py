@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from airflow_dbx import _transport, api
+from airflow_dbx import errors, models
+from airflow_dbx._http import pool
 from airflow_dbx.auth import TOKEN_CACHE
 from airflow_dbx.hook import DatabricksHook
 
@@ -30,7 +31,7 @@ def notebook_run(name: str = "methods-test", tasks: int = 1, **params: str) -> d
     }
 
 
-def wait_until_terminal(hook: DatabricksHook, run_id: int) -> api.RunState:
+def wait_until_terminal(hook: DatabricksHook, run_id: int) -> models.RunState:
     for _ in range(200):
         state = hook.get_run_state(run_id)
         if state.is_terminal:
@@ -46,7 +47,7 @@ def test_submit_get_and_output(emulator_conn, call) -> None:
     state = wait_until_terminal(hook, run_id)
     assert state.is_successful()
     run = call(hook, "get_run", run_id)
-    assert isinstance(run, api.Run)
+    assert isinstance(run, models.Run)
     assert (run.run_id, run.state.result_state, run.run_name) == (run_id, "SUCCESS", "methods-test")
     assert call(hook, "get_run_state", run_id) == state
     output = call(hook, "get_run_output", run.tasks[0].run_id)
@@ -111,15 +112,21 @@ def test_find_job_id_by_name(emulator_conn) -> None:
     for i in range(3):
         emulator_conn.create_job({"name": f"other-{i}", **notebook_run()})
     assert hook.find_job_id_by_name("etl") == wanted
-    with pytest.raises(api.PayloadError, match="no Databricks job is named 'missing'") as info:
+    with pytest.raises(errors.PayloadError, match="no Databricks job is named 'missing'") as info:
         hook.find_job_id_by_name("missing")
     assert info.value.field == "job_name"
     twin = emulator_conn.create_job({"name": "etl", **notebook_run()})
-    with pytest.raises(api.PayloadError, match=rf"2 Databricks jobs are named 'etl' \(ids \[{wanted}, {twin}\]\)"):
+    with pytest.raises(errors.PayloadError, match=rf"2 Databricks jobs are named 'etl' \(ids \[{wanted}, {twin}\]\)"):
         hook.find_job_id_by_name("etl")
 
 
 # ---------------------------------------------------------------------- the shared aiohttp pool
+
+
+def sessions_in(loop: asyncio.AbstractEventLoop) -> int:
+    """How many aiohttp sessions the shared pool holds open for ``loop``."""
+    entry = pool.SESSIONS._loops.get(loop)
+    return len(entry.sessions) if entry else 0
 
 
 async def test_hooks_in_one_loop_share_one_session_and_a_bounded_pool(emulator_conn, monkeypatch) -> None:
@@ -138,8 +145,8 @@ async def test_hooks_in_one_loop_share_one_session_and_a_bounded_pool(emulator_c
     emulator_conn.delay_next("GET", "jobs/runs/get", count=200, seconds=0.02)  # keep many in flight at once
     states = await asyncio.gather(*(hooks[i % 25].a_get_run_state(run_ids[i % 10]) for i in range(1000)))
     assert len(states) == 1000
-    assert 1 <= opened <= _transport.MAX_CONNECTIONS_PER_HOST
-    assert _transport.SESSIONS.session_count(loop) == 1
+    assert 1 <= opened <= pool.MAX_CONNECTIONS_PER_HOST
+    assert sessions_in(loop) == 1
 
 
 def test_sessions_close_with_their_loop_without_warnings(emulator_conn) -> None:
@@ -207,9 +214,9 @@ def test_no_secret_in_logs_errors_or_reprs(emulator, set_connection, caplog) -> 
         asyncio.run(async_suite(hook, run_id))
         hook.cancel_run(run_id)
         assert hook.test_connection()[0]
-        seen_errors += [repr(hook), repr(hook._settings), repr(hook._settings.auth)]
+        seen_errors += [repr(hook), repr(hook._api.settings()), repr(hook._api.settings().auth)]
         for bad in (lambda h=hook: h.get_run_state(10**9), lambda h=hook: asyncio.run(h.a_get_run_state(10**9))):
-            with pytest.raises(api.DatabricksApiError) as info:
+            with pytest.raises(errors.DatabricksApiError) as info:
                 bad()
             seen_errors += [str(info.value), repr(info.value)]
     bad_hook = DatabricksHook("dbx_bad", retry_delay=0.01)
@@ -233,6 +240,6 @@ async def test_close_sessions_then_poll_again(emulator_conn) -> None:
     run_id = DatabricksHook().submit_run(notebook_run())
     await DatabricksHook().a_get_run_state(run_id)
     await close_sessions()
-    assert _transport.SESSIONS.session_count(asyncio.get_running_loop()) == 0
+    assert sessions_in(asyncio.get_running_loop()) == 0
     await DatabricksHook().a_get_run_state(run_id)
-    assert _transport.SESSIONS.session_count(asyncio.get_running_loop()) == 1
+    assert sessions_in(asyncio.get_running_loop()) == 1

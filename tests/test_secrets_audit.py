@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx import api
+from airflow_dbx import errors
 from airflow_dbx.emulator import Emulator
 from airflow_dbx.emulator import auth as emulator_auth
 from airflow_dbx.hook import DatabricksHook
@@ -151,13 +151,13 @@ def test_sync_runs_success_and_failure(audit: Audit, monkeypatch: pytest.MonkeyP
     failing = submit(task_id="audit_failing", notebook_task=notebook(
         emulator_result="FAILED", emulator_error="ValueError: bad rows", emulator_error_trace="Traceback\n  x"))
     failing_ctx = TryContext(task_id="audit_failing")
-    with pytest.raises(api.DatabricksRunFailed) as caught:
+    with pytest.raises(errors.DatabricksRunFailed) as caught:
         failing.execute(failing_ctx)
     audit.add("XCom of the failed task", failing_ctx.xcom)
     audit.exception("run failure", caught.value)
     audit.add("XCom", ctx.xcom)
     hook = DatabricksHook()
-    audit.add("hook repr", [repr(hook), repr(hook._settings), repr(hook._settings.auth)])
+    audit.add("hook repr", [repr(hook), repr(hook._api.settings()), repr(hook._api.settings().auth)])
     audit.add("test_connection", hook.test_connection())
 
 
@@ -214,7 +214,7 @@ def test_oauth_expiry_and_api_errors(audit: Audit, monkeypatch: pytest.MonkeyPat
     asyncio.run(hook.a_get_run(run_id))
     for status in (401, 403, 500):
         audit.emu.fail_next("GET", "jobs/runs/get", count=3, status=status)
-        with pytest.raises(api.DatabricksApiError) as caught:
+        with pytest.raises(errors.DatabricksApiError) as caught:
             hook.get_run(run_id)
         audit.exception(f"HTTP {status}", caught.value)
         audit.emu.clear_faults()
@@ -226,14 +226,14 @@ def test_oauth_expiry_and_api_errors(audit: Audit, monkeypatch: pytest.MonkeyPat
         audit.emu.fail_next("GET", "jobs/runs/get", status=400, body=(
             f"<html><body>400 Bad Request<br>Authorization: Bearer {sent}<br>password={own}</body></html>"
         ).encode())
-        with pytest.raises(api.DatabricksApiError) as caught:
+        with pytest.raises(errors.DatabricksApiError) as caught:
             if transport == "sync":
                 hook.get_run(run_id)
             else:
                 asyncio.run(hook.a_get_run(run_id))
         audit.exception(f"echoed header ({transport})", caught.value)
     audit.emu.drop_next("GET", "jobs/runs/get", count=5)
-    with pytest.raises(api.DatabricksApiError) as caught:
+    with pytest.raises(errors.DatabricksApiError) as caught:
         asyncio.run(DatabricksHook(retry_limit=2, retry_delay=0.01).a_get_run(run_id))
     audit.exception("dropped connection", caught.value)
 
@@ -248,7 +248,7 @@ def test_wrong_credentials_are_not_echoed(audit: Audit, monkeypatch: pytest.Monk
                        "extra": {"azure_tenant_id": AZURE_TENANT, "azure_ad_endpoint": audit.emu.url}}}[mode]
     monkeypatch.setenv("AIRFLOW_CONN_WRONG", json.dumps({**fields, **wrong}))
     for call in (lambda h: h.get_run(1), lambda h: asyncio.run(h.a_get_run(1))):
-        with pytest.raises(api.DatabricksApiError) as caught:
+        with pytest.raises(errors.DatabricksApiError) as caught:
             call(DatabricksHook("wrong", retry_limit=2, retry_delay=0.01))
         audit.exception("wrong credentials", caught.value)
     audit.add("test_connection", DatabricksHook("wrong", retry_limit=1).test_connection())
@@ -259,11 +259,11 @@ def test_proxy_credentials_and_unreachable_hosts(audit: Audit, monkeypatch: pyte
     proxies = {"http": f"http://proxy-user:{PROXY_PASSWORD}@127.0.0.1:9", "https": f"http://u:{PROXY_PASSWORD}@127.0.0.1:9"}
     connect(monkeypatch, audit.emu, mode, conn_id="proxied", proxies=proxies)
     for call in (lambda h: h.get_run(1), lambda h: asyncio.run(h.a_get_run(1))):
-        with pytest.raises(api.DatabricksApiError) as caught:
+        with pytest.raises(errors.DatabricksApiError) as caught:
             call(DatabricksHook("proxied", retry_limit=2, retry_delay=0.01))
         audit.exception("proxy failure", caught.value)
     audit.add("test_connection", DatabricksHook("proxied", retry_limit=1).test_connection())
     monkeypatch.setenv("AIRFLOW_CONN_CLOSED", json.dumps({"conn_type": "dbx", "host": "http://127.0.0.1:9", "password": PAT}))
-    with pytest.raises(api.DatabricksApiError) as caught:
+    with pytest.raises(errors.DatabricksApiError) as caught:
         submit(databricks_conn_id="closed", notebook_task=notebook()).execute(TryContext())
     audit.exception("unreachable host", caught.value)

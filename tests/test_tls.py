@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx import _transport, api
+from airflow_dbx import errors, models
+from airflow_dbx._http import pool
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
@@ -201,21 +202,21 @@ def connect(monkeypatch: pytest.MonkeyPatch, host: str, password: str, conn_id: 
     return conn_id
 
 
-def both_transports(hook: DatabricksHook, run_id: int) -> list[api.Run]:
+def both_transports(hook: DatabricksHook, run_id: int) -> list[models.Run]:
     return [hook.get_run(run_id), asyncio.run(hook.a_get_run(run_id))]
 
 
-def tls_failures(hook_factory: Any) -> list[api.DatabricksApiError]:
+def tls_failures(hook_factory: Any) -> list[errors.DatabricksApiError]:
     """The error of one runs/get on each transport; each must be a TLS error raised at once."""
-    errors = []
+    failures = []
     for call in (lambda h: h.get_run(1), lambda h: asyncio.run(h.a_get_run(1))):
-        with pytest.raises(api.DatabricksApiError) as caught:
+        with pytest.raises(errors.DatabricksApiError) as caught:
             call(hook_factory())
-        errors.append(caught.value)
-    return errors
+        failures.append(caught.value)
+    return failures
 
 
-def assert_clear_tls_error(error: api.DatabricksApiError, *details: str) -> None:
+def assert_clear_tls_error(error: errors.DatabricksApiError, *details: str) -> None:
     text = str(error)
     assert "TLS error talking to 127.0.0.1" in text, text
     assert "ca_bundle" in text, text
@@ -255,7 +256,7 @@ def test_operator_sync_and_deferred_over_https_with_ca_bundle(front, pki, emulat
 
 def test_default_verification_refuses_the_private_ca_and_starts_no_run(front, emulator, monkeypatch) -> None:
     connect(monkeypatch, front.url, emulator.token)
-    with pytest.raises(api.DatabricksApiError) as caught:
+    with pytest.raises(errors.DatabricksApiError) as caught:
         DatabricksSubmitRunOperator(task_id="t", notebook_task=NOTEBOOK, existing_cluster_id=CLUSTER,
                                     **FAST).execute(TryContext())
     assert_clear_tls_error(caught.value, "certificate verify failed")
@@ -320,7 +321,7 @@ def test_requests_ca_bundle_is_trusted_by_both_transports(front, pki, emulator, 
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca))
     # The async transport builds its SSL context once per process (the variable is read at
     # startup in a real worker or triggerer); start from none, as a fresh process would.
-    monkeypatch.setattr(_transport.SESSIONS, "_contexts", {})
+    monkeypatch.setattr(pool.SESSIONS, "_contexts", {})
     connect(monkeypatch, front.url, emulator.token)
     run_id = DatabricksHook().submit_run({"run_name": "tls", "tasks": [
         {"task_key": "only", "existing_cluster_id": CLUSTER, "notebook_task": NOTEBOOK}]})

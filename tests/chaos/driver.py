@@ -35,7 +35,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow_dbx import api, compat
+from airflow_dbx import compat, errors, models
 from airflow_dbx.compat import AirflowTaskTimeout
 from airflow_dbx.emulator import Emulator
 from airflow_dbx.hook import DatabricksHook
@@ -266,7 +266,7 @@ class _Control:
         self.die_after_post = False  # worker_dies(submit): the worker dies once the POST answered
         self.die_at_call: int | None = None  # worker_dies(poll): the worker dies before this call
 
-    def before(self, role: str, endpoint: api.Endpoint) -> None:
+    def before(self, role: str, endpoint: models.Endpoint) -> None:
         with self.lock:
             self.calls += 1
             due = [f for f in self.pending if f.at_call <= self.calls]
@@ -280,8 +280,8 @@ class _Control:
             if self.worker_dead.is_set():
                 raise WorkerDied(f"worker died before {endpoint.label}")
 
-    def after(self, role: str, endpoint: api.Endpoint) -> None:
-        if role == "worker" and self.die_after_post and endpoint in (api.SUBMIT_RUN, api.RUN_NOW):
+    def after(self, role: str, endpoint: models.Endpoint) -> None:
+        if role == "worker" and self.die_after_post and endpoint in (models.SUBMIT_RUN, models.RUN_NOW):
             self.worker_dead.set()
             raise WorkerDied(f"worker died right after {endpoint.label} answered")
 
@@ -292,17 +292,12 @@ class ChaosHook(DatabricksHook):
     _control: _Control
     _role: str
 
-    def _call(self, endpoint: api.Endpoint, **kwargs: Any) -> dict[str, Any]:
+    def _call(self, endpoint: models.Endpoint, **kwargs: Any) -> Any:
+        # Every request of both transports is a plan made here: one seam for sync and async.
         self._control.before(self._role, endpoint)
-        result = super()._call(endpoint, **kwargs)
+        answer = yield from super()._call(endpoint, **kwargs)
         self._control.after(self._role, endpoint)
-        return result
-
-    async def _acall(self, endpoint: api.Endpoint, **kwargs: Any) -> dict[str, Any]:
-        self._control.before(self._role, endpoint)
-        result = await super()._acall(endpoint, **kwargs)
-        self._control.after(self._role, endpoint)
-        return result
+        return answer
 
 
 def instrument(obj: Any, control: _Control, role: str) -> Any:
@@ -518,7 +513,7 @@ def _try(task: _Task, op: Any, try_number: int, result: Result) -> _Outcome:
         out.state = "success"
     except TaskDeferred as deferred:
         out = _deferred(task, deferred, ctx, result)
-    except (WorkerDied, api.DatabricksError, AirflowTaskTimeout) as exc:
+    except (WorkerDied, errors.DatabricksError, AirflowTaskTimeout) as exc:
         out.state, out.error = "failed", exc
     out.xcom = dict(ctx.xcom)
     return out
@@ -604,7 +599,7 @@ def _deferred(task: _Task, deferred: Any, ctx: TryContext, result: Result) -> _O
     try:
         out.returned = resumed.execute_complete(ctx, event)
         out.state = "success"
-    except (api.DatabricksError, AirflowTaskTimeout) as exc:
+    except (errors.DatabricksError, AirflowTaskTimeout) as exc:
         out.state, out.error = "failed", exc
     return out
 
@@ -640,8 +635,8 @@ async def _run_trigger(trigger: Any, *, stop_after: float | None, user_kill: boo
 
 def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
     bad = result.violations.append
-    expected_errors = (WorkerDied, api.DatabricksRunFailed, AirflowTaskTimeout)
-    killed_run_failed = out.killed and isinstance(out.error, api.DatabricksError)
+    expected_errors = (WorkerDied, errors.DatabricksRunFailed, AirflowTaskTimeout)
+    killed_run_failed = out.killed and isinstance(out.error, errors.DatabricksError)
     if out.error is not None and not isinstance(out.error, expected_errors) and not killed_run_failed:
         bad(f"unexpected error {type(out.error).__name__}: {out.error}")
     runs = sorted(emu.runs(), key=lambda r: r["run_id"])
@@ -655,7 +650,7 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
         return
     # A second run is legitimate only after the first ended unsuccessfully (a new try's fresh start).
     for previous, current in itertools.pairwise(runs):
-        state = api.RunState.from_dict(previous)
+        state = models.RunState.from_dict(previous)
         if not state.is_terminal or state.is_successful() or previous["end_time"] > current["start_time"]:
             bad(f"run {current['run_id']} started while run {previous['run_id']} was {state.outcome}: "
                 "more than one run for one task try chain")
@@ -709,7 +704,7 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
     elif final.result_state == "FAILED":
         # Every failure surfaces with the run's error text.
         text = str(out.error)
-        if not isinstance(out.error, api.DatabricksRunFailed) or s.error_text not in text:
+        if not isinstance(out.error, errors.DatabricksRunFailed) or s.error_text not in text:
             bad(f"the failure does not carry the run's error text: {type(out.error).__name__}: {text[:300]}")
         elif f"Databricks run {last['run_id']} ended FAILED" not in text:
             bad(f"the failure report does not name run {last['run_id']}: {text[:200]}")

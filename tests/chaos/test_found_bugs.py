@@ -10,7 +10,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow_dbx import api
+from airflow_dbx import models
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.trigger import DatabricksRunTrigger
 
@@ -29,11 +29,11 @@ def test_a_run_that_ended_before_the_deadline_is_not_reported_timed_out(emulator
     run_id = DatabricksHook().submit_run({"run_name": "quick", "tasks": [
         {"task_key": "only", "existing_cluster_id": "emulator-c",
          "notebook_task": {"notebook_path": "/nb", "base_parameters": {"emulator_duration": 1}}}]})
-    ended = api.RunState.from_dict(emulator.run(run_id))
+    ended = models.RunState.from_dict(emulator.run(run_id))
     deadline = time.monotonic() + 3
     while not ended.is_terminal and time.monotonic() < deadline:
         time.sleep(0.02)
-        ended = api.RunState.from_dict(emulator.run(run_id))
+        ended = models.RunState.from_dict(emulator.run(run_id))
     assert ended.is_successful()
     # The run ended; the deadline passes a moment later; only then does a triggerer get to the
     # trigger (it was restarting, or busy, or the submission itself took the whole timeout).
@@ -71,7 +71,7 @@ def test_a_throttled_poll_does_not_fail_a_task_waiting_in_the_worker(emulator: E
     emulator.fail_next("GET", "jobs/runs/get", count=1)  # the submit's own runs/get passes after one retry
     real_wait = op._wait
 
-    def throttled_wait(hook: DatabricksHook, run: api.Run) -> api.Run:
+    def throttled_wait(hook: DatabricksHook, run: models.Run) -> models.Run:
         emulator.fail_next("GET", "jobs/runs/get", count=3, status=429, retry_after=0.01)
         return real_wait(hook, run)
 

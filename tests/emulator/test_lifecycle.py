@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from airflow_dbx import api as vocabulary
+from airflow_dbx import models
 from airflow_dbx.emulator import Emulator
 from tests.emulator.conftest import Api, notebook, task
 
@@ -61,7 +61,7 @@ def test_single_task_run_goes_pending_running_terminating_terminated() -> None:
 
 def test_the_shared_state_model_reads_the_emulator(api: Api) -> None:
     run = api.wait(api.submit({"run_name": "x", "notebook_task": notebook(emulator_result="FAILED")}))
-    state = vocabulary.RunState.from_dict(run)
+    state = models.RunState.from_dict(run)
     assert state.is_terminal and not state.is_successful()
     assert state.result_state == "FAILED"
     assert state.termination_code == "RUN_EXECUTION_ERROR"
@@ -160,7 +160,7 @@ def test_unknown_existing_cluster_ends_internal_error(emu: Emulator, api: Api) -
     assert run["state"]["life_cycle_state"] == "INTERNAL_ERROR"
     assert run["state"]["result_state"] == "FAILED"
     assert "Cluster 0101-abc does not exist" in run["state"]["state_message"]
-    assert vocabulary.RunState.from_dict(run).is_terminal
+    assert models.RunState.from_dict(run).is_terminal
     emu.add_cluster("0101-abc")
     assert (
         api.wait(api.submit({"run_name": "x", "tasks": [task("a", cluster="0101-abc")]}))["state"]["result_state"]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx import api
+from airflow_dbx import models
 from airflow_dbx.emulator import Emulator
 
 try:
@@ -91,11 +91,11 @@ def airflow_env(**extra: str) -> dict[str, str]:
     return {**os.environ, **extra}
 
 
-def final_state(emu: Emulator, run_id: int, timeout: float = 10) -> api.RunState:
+def final_state(emu: Emulator, run_id: int, timeout: float = 10) -> models.RunState:
     """The run's state once it ended (a cancelled run passes through TERMINATING)."""
     deadline = time.monotonic() + timeout
     while True:
-        state = api.RunState.from_dict(emu.run(run_id))
+        state = models.RunState.from_dict(emu.run(run_id))
         if state.is_terminal or time.monotonic() > deadline:
             return state
         time.sleep(0.05)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, task
 
-from airflow_dbx import api
+from airflow_dbx import errors, models
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TaskDeferred, final_state
@@ -53,7 +53,7 @@ class TestParseTimeValidation:
         ],
     )
     def test_literal_mistakes_fail_when_the_dag_is_parsed(self, make: Any, message: str) -> None:
-        with pytest.raises(api.PayloadError, match=message):
+        with pytest.raises(errors.PayloadError, match=message):
             make()
 
     def test_values_known_only_at_run_time_are_checked_then(self) -> None:
@@ -126,21 +126,21 @@ class TestExactlyOnce:
             make = lambda **kw: run_now(job_id=job_id, notebook_params={"emulator_duration": 20}, **kw)  # noqa: E731
         # Try 1 submits, then its worker dies before the run ends.
         first = make(wait_for_termination=False).execute(try_context(1))
-        assert not api.RunState.from_dict(emulator.run(first)).is_terminal
+        assert not models.RunState.from_dict(emulator.run(first)).is_terminal
         # Try 2 finds that run still active and waits for it instead of starting another.
         second = make().execute(try_context(2))
         assert second == first
         assert len(emulator.runs()) == 1
-        assert api.RunState.from_dict(emulator.run(first)).is_successful()
+        assert models.RunState.from_dict(emulator.run(first)).is_successful()
 
     def test_a_new_try_after_a_failed_run_starts_one_fresh_run(self, emulator, try_context) -> None:
         failing = {"notebook_path": "/nb", "base_parameters": {"emulator_result": "FAILED", "emulator_error": "boom"}}
-        with pytest.raises(api.DatabricksRunFailed):
+        with pytest.raises(errors.DatabricksRunFailed):
             submit(notebook_task=failing, existing_cluster_id=CLUSTER).execute(try_context(1))
         # The next try's POST of the first token returns the failed run; the second starts anew.
         run_id = submit(notebook_task=NOTEBOOK, existing_cluster_id=CLUSTER).execute(try_context(2))
         assert len(emulator.runs()) == 2
-        assert api.RunState.from_dict(emulator.run(run_id)).is_successful()
+        assert models.RunState.from_dict(emulator.run(run_id)).is_successful()
 
     def test_a_new_try_after_a_successful_run_reports_success_without_a_run(self, emulator, try_context) -> None:
         op = submit(notebook_task=NOTEBOOK, existing_cluster_id=CLUSTER)
@@ -167,7 +167,7 @@ class TestResults:
                  "emulator_result": "FAILED", "emulator_error": "ValueError: bad rows",
                  "emulator_error_trace": "Traceback (most recent call last):\n  File x\nValueError: bad rows"}}},
         ]
-        with pytest.raises(api.DatabricksRunFailed) as caught:
+        with pytest.raises(errors.DatabricksRunFailed) as caught:
             submit(tasks=tasks).execute(try_context())
         report = str(caught.value)
         run = emulator.runs()[0]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_dbx import api
+from airflow_dbx import errors, models, outcome
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TaskDeferred, final_state
@@ -55,7 +55,7 @@ def repair_posts(emulator) -> int:
 
 
 def fail_first_try(op: Any, ctx: Any) -> None:
-    with pytest.raises(api.DatabricksRunFailed, match=r"- task transform \(FAILED\): ValueError: bad rows"):
+    with pytest.raises(errors.DatabricksRunFailed, match=r"- task transform \(FAILED\): ValueError: bad rows"):
         op.execute(ctx)
 
 
@@ -69,7 +69,7 @@ class TestRepairOnRetry:
         ctx = try_context(2)
         assert op.execute(ctx) == run["run_id"]
         [repaired] = emulator.runs()
-        assert api.RunState.from_dict(repaired).is_successful()
+        assert models.RunState.from_dict(repaired).is_successful()
         assert attempts(emulator, run["run_id"]) == {"extract": 1, "transform": 2, "load": 2}
         assert [item["type"] for item in repaired["repair_history"]] == ["ORIGINAL", "REPAIR"]
         assert repair_posts(emulator) == 1
@@ -123,7 +123,7 @@ class TestRepairBookkeeping:
         with pytest.raises(TaskDeferred):
             op.execute(try_context(2))
         [run] = emulator.runs()
-        assert not api.RunState.from_dict(run).is_terminal
+        assert not models.RunState.from_dict(run).is_terminal
         if repair_ended:
             assert final_state(emulator, run["run_id"]).is_successful()
         # Try 3 waits for the repair still running, or reports the one that succeeded.
@@ -148,7 +148,7 @@ class TestRepairBookkeeping:
         with pytest.raises(TaskDeferred) as deferred:
             op.execute(ctx1)
         event = first_event(deferred.value.trigger)
-        with pytest.raises(api.DatabricksRunFailed):
+        with pytest.raises(errors.DatabricksRunFailed):
             op.execute_complete(ctx1, event)
 
         ctx2 = try_context(2)
@@ -179,8 +179,8 @@ class TestRepairRequest:
     """The pure part: which tasks a repair reruns, and its bookkeeping fields."""
 
     @staticmethod
-    def run(tasks: list[tuple[str, str, tuple[str, ...]]], result: str = "FAILED", repairs: int = 0) -> api.Run:
-        return api.Run.from_dict({
+    def run(tasks: list[tuple[str, str, tuple[str, ...]]], result: str = "FAILED", repairs: int = 0) -> models.Run:
+        return models.Run.from_dict({
             "run_id": 7,
             "state": {"life_cycle_state": "TERMINATED", "result_state": result},
             "tasks": [
@@ -201,15 +201,15 @@ class TestRepairRequest:
             ("d", "UPSTREAM_FAILED", ("c",)),
             ("skipped_branch", "EXCLUDED", ("a",)),
         ])
-        assert api.tasks_to_rerun(run) == ["b", "c", "d"]
-        assert api.repair_request(run, {"notebook_params": {"day": "1"}, "jar_params": None}) == {
+        assert outcome.tasks_to_rerun(run) == ["b", "c", "d"]
+        assert outcome.repair_request(run, {"notebook_params": {"day": "1"}, "jar_params": None}) == {
             "run_id": 7, "rerun_tasks": ["b", "c", "d"], "rerun_dependent_tasks": True,
             "notebook_params": {"day": "1"},
         }
 
     def test_a_later_repair_names_the_latest_one(self) -> None:
         run = self.run([("a", "FAILED", ())], repairs=2)
-        assert api.repair_request(run)["latest_repair_id"] == 51
+        assert outcome.repair_request(run)["latest_repair_id"] == 51
 
     @pytest.mark.parametrize(
         ("result", "task_result", "repairable"),
@@ -217,7 +217,7 @@ class TestRepairRequest:
          ("CANCELED", "CANCELED", False), ("SUCCESS", "SUCCESS", False)],
     )
     def test_only_failures_are_repaired(self, result: str, task_result: str, repairable: bool) -> None:
-        assert api.is_repairable(self.run([("a", task_result, ())], result=result)) is repairable
+        assert outcome.is_repairable(self.run([("a", task_result, ())], result=result)) is repairable
 
     def test_run_now_reapplies_its_parameters_and_submit_has_none(self) -> None:
         payload = {"job_id": 1, "notebook_params": {"day": "1"}, "job_parameters": {"env": "prod"}, "idempotency_token": "x"}

@@ -11,7 +11,7 @@ import pytest
 from airflow.sdk import DAG
 from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR, TriggerFailureReason
 
-from airflow_dbx import api
+from airflow_dbx import errors, models
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksSubmitRunOperator
 from airflow_dbx.sensors import AirflowFailException, DatabricksRunSensor
@@ -91,7 +91,7 @@ class TestPokeMode:
         assert report.startswith(f"Databricks run {run_id} ended FAILED")
         assert "(FAILED): ValueError: bad rows" in report
         assert report.endswith(f"Run page: {emulator.run(run_id)['run_page_url']}")
-        assert isinstance(caught.value.__cause__, api.DatabricksRunFailed)
+        assert isinstance(caught.value.__cause__, errors.DatabricksRunFailed)
 
     def test_soft_fail_skips_on_a_failed_run(self, emulator, try_context) -> None:
         run_id = start(emulator, try_context, seconds=0.5, **FAILING)
@@ -140,7 +140,7 @@ class TestPokeMode:
             sensor(run_id, timeout=0.5, soft_fail=True).execute(try_context())
         op = sensor(run_id)
         op.on_kill()
-        assert not api.RunState.from_dict(emulator.run(run_id)).is_terminal
+        assert not models.RunState.from_dict(emulator.run(run_id)).is_terminal
         assert "POST jobs/runs/cancel" not in paths(emulator)
 
     def test_a_retry_waits_again_and_never_resubmits(self, emulator, try_context) -> None:
@@ -224,7 +224,7 @@ class TestDeferrable:
             await trigger.on_kill()  # what Airflow 3.3 does on top
 
         asyncio.run(stop_while_waiting())
-        assert not api.RunState.from_dict(emulator.run(run_id)).is_terminal
+        assert not models.RunState.from_dict(emulator.run(run_id)).is_terminal
         assert "POST jobs/runs/cancel" not in paths(emulator)
 
     def test_the_watching_trigger_serialises_its_promise_not_to_cancel(self, emulator) -> None:
@@ -242,7 +242,7 @@ async def first_event_async(trigger: DatabricksRunTrigger) -> dict[str, Any]:
 class TestArguments:
     @pytest.mark.parametrize("bad", ["abc", 1.5, True, None])
     def test_a_literal_run_id_must_be_an_integer(self, bad: Any) -> None:
-        with pytest.raises(api.PayloadError, match="run_id: expected a Databricks run id"):
+        with pytest.raises(errors.PayloadError, match="run_id: expected a Databricks run id"):
             sensor(bad)
 
     def test_run_id_can_be_a_template_or_an_operators_output(self) -> None:

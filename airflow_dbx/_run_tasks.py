@@ -1,0 +1,69 @@
+"""What the run operators and the run sensor share: XCom keys, the run link, the hook, and
+how a task reports a run's start and end."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperatorLink
+
+from airflow_dbx.errors import DatabricksRunFailed
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from airflow.sdk import BaseOperator, Context
+    from airflow.sdk.types import TaskInstanceKey  # type: ignore[attr-defined,unused-ignore]  # 3.2+
+
+    from airflow_dbx.hook import DatabricksHook
+    from airflow_dbx.models import Run
+
+log = logging.getLogger("airflow_dbx.operators")
+
+XCOM_RUN_ID = "run_id"
+XCOM_JOB_ID = "job_id"
+XCOM_RUN_PAGE_URL = "run_page_url"
+XCOM_NOTEBOOK_OUTPUT = "notebook_output"
+
+
+class DatabricksRunLink(BaseOperatorLink):
+    """The "Databricks run" button on a task: the run page URL pushed to XCom at submission."""
+
+    name = "Databricks run"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key=XCOM_RUN_PAGE_URL) or ""
+
+
+def hook_for(task: Any) -> DatabricksHook:
+    """The hook of a task built from its ``databricks_*`` arguments."""
+    # Imported here: DAG files load the operators, and only running tasks need HTTP clients.
+    from airflow_dbx.hook import DatabricksHook
+
+    retrying = (task.databricks_retry_limit, task.databricks_retry_delay, task.databricks_retry_args)
+    return DatabricksHook(task.databricks_conn_id, *retrying, caller=type(task).__name__)
+
+
+def publish_run(context: Context, run: Run, *, push: bool) -> None:
+    """Log the run page and, when ``push``, put the run's identity in XCom (the extra link reads it)."""
+    log.info("Databricks run %s: %s", run.run_id, run.run_page_url)
+    if push:
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_RUN_ID, value=run.run_id)
+        ti.xcom_push(key=XCOM_JOB_ID, value=run.job_id)
+        ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
+
+
+def report_outcome(context: Context, outcome: Mapping[str, Any], *, push: bool) -> int:
+    """Push the notebook output; the run id if the run succeeded, else DatabricksRunFailed with the report."""
+    if outcome.get("notebook_output") is not None and push:
+        context["ti"].xcom_push(key=XCOM_NOTEBOOK_OUTPUT, value=outcome["notebook_output"])
+    if not outcome["successful"]:
+        raise DatabricksRunFailed(
+            outcome["report"], run_id=outcome["run_id"], result_state=outcome["state"]["result_state"]
+        )
+    log.info("Databricks run %s succeeded", outcome["run_id"])
+    return int(outcome["run_id"])
