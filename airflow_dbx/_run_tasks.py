@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperatorLink
 
-from airflow_dbx.errors import DatabricksRunFailed
+from airflow_dbx.errors import DatabricksError, DatabricksRunFailed
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -55,6 +55,21 @@ def publish_run(context: Context, run: Run, *, push: bool) -> None:
         ti.xcom_push(key=XCOM_RUN_ID, value=run.run_id)
         ti.xcom_push(key=XCOM_JOB_ID, value=run.job_id)
         ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
+
+
+def another_try_will_come(task: Any, ti: Any) -> bool:
+    """Whether Airflow runs the task again after this try fails (``max_tries`` grows when it is cleared)."""
+    max_tries = getattr(ti, "max_tries", None)
+    return bool(task.retries) and ti.try_number <= (task.retries if max_tries is None else max_tries)
+
+
+def raise_if_lost(event: Mapping[str, Any]) -> None:
+    """A trigger event that says the wait failed (the run's state could not be read) as an error."""
+    if event.get("error"):
+        raise DatabricksError(
+            f"Lost track of Databricks run {event['run_id']}: {event['error']}. "
+            f"Run page: {event.get('run_page_url') or 'unknown'}"
+        )
 
 
 def report_outcome(context: Context, outcome: Mapping[str, Any], *, push: bool) -> int:

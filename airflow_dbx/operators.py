@@ -7,6 +7,7 @@ return at once, wait in the worker, or defer to :class:`DatabricksRunTrigger`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -14,24 +15,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import payloads
+from airflow_dbx._http.retry_args import encode as encode_retry_args
 from airflow_dbx._run_tasks import (
     XCOM_JOB_ID,
     XCOM_NOTEBOOK_OUTPUT,
     XCOM_RUN_ID,
     XCOM_RUN_PAGE_URL,
     DatabricksRunLink,
+    another_try_will_come,
     hook_for,
     publish_run,
+    raise_if_lost,
     report_outcome,
 )
 from airflow_dbx.compat import AirflowTaskTimeout, conf
+from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger
 from airflow_dbx.waiting import Watcher
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
     from airflow.sdk import Context
 
@@ -101,6 +106,8 @@ class DatabricksRunOperatorBase(BaseOperator):
         payloads.check_positive("databricks_retry_delay", databricks_retry_delay)
         if databricks_retry_args is not None:
             payloads.check_retry_args(databricks_retry_args, "databricks_retry_args")
+            if deferrable:
+                encode_retry_args(databricks_retry_args, "databricks_retry_args")  # refused now, not in the triggerer
         self.json = json
         self.databricks_conn_id = databricks_conn_id
         self.polling_period_seconds = polling_period_seconds
@@ -114,7 +121,8 @@ class DatabricksRunOperatorBase(BaseOperator):
         self.repair_on_retry = repair_on_retry
         for name in self.named_fields:
             setattr(self, name, (named or {}).get(name))
-        self._run_id: int | None = None
+        self._run_id: int | None = None  # the run this try must not leave behind
+        self._in_flight: dict[str, Any] | None = None  # a POST sent, its answer not yet read
         self._check_at_parse_time()
 
     # ------------------------------------------------------------------ payload
@@ -160,35 +168,67 @@ class DatabricksRunOperatorBase(BaseOperator):
     def execute(self, context: Context) -> int:
         hook = self._hook()
         payload = self.build_payload(hook)
-        run = self._start(hook, payload, context)
-        self._run_id = run.run_id
-        publish_run(context, run, push=self.do_xcom_push)
-        if not self.wait_for_termination:
-            return run.run_id
-        if not run.state.is_terminal and self.deferrable:
-            self._defer(context, run)
-        try:
+        with self._leaving_no_run(context):
+            run = self._start(hook, payload, context)
+            publish_run(context, run, push=self.do_xcom_push)
+            if not self.wait_for_termination:
+                return run.run_id
+            if not run.state.is_terminal and self.deferrable:
+                self._defer(context, run)
             run = self._wait(hook, run)
-        except AirflowTaskTimeout:
-            log.warning("Execution timeout: cancelling Databricks run %s", run.run_id)
-            hook.cancel_run(run.run_id)
-            raise
-        outcome = hook.summarise(run, allow_success_with_failures=self.allow_success_with_failures)
-        return self._complete(context, outcome)
+            self._run_id = None  # it ended
+            outcome = hook.summarise(run, allow_success_with_failures=self.allow_success_with_failures)
+        return report_outcome(context, outcome, push=self.do_xcom_push)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
         """Resume after the trigger fired: its event carries the run's outcome."""
-        if event.get("timed_out"):
+        if event.get("timed_out"):  # the trigger cancelled the run
             raise AirflowTaskTimeout(
                 f"Databricks run {event['run_id']} was cancelled: the task's execution_timeout "
                 f"passed while it waited. Run page: {event.get('run_page_url') or 'unknown'}"
             )
-        return self._complete(context, event)
+        self._run_id = event["run_id"]
+        with self._leaving_no_run(context):
+            raise_if_lost(event)
+            self._run_id = None
+        return report_outcome(context, event, push=self.do_xcom_push)
 
     def on_kill(self) -> None:
-        if self._run_id is not None:
-            log.info("Task killed: cancelling Databricks run %s", self._run_id)
+        hook = self._hook()
+        if self._run_id is None and self._in_flight is not None:
+            # Killed while the POST was in flight: sent again, the same token names the run it
+            # started, or starts the run here, to be cancelled at once.
+            self._run_id = self.post(hook, self._in_flight)
+        self._cancel("Task killed")
+
+    @contextlib.contextmanager
+    def _leaving_no_run(self, context: Context) -> Iterator[None]:
+        """Cancel this try's run when the task fails for good or times out; a run that another
+        try will reattach to is left running."""
+        try:
+            yield
+        except AirflowTaskTimeout:
+            self._cancel("Execution timeout")
+            raise
+        except Exception:
+            if not another_try_will_come(self, context["ti"]):
+                self._cancel("The task failed with no try left")
+            raise
+
+    def _cancel(self, why: str) -> None:
+        if self._run_id is None:
+            return
+        log.warning("%s: cancelling Databricks run %s", why, self._run_id)
+        try:
             self._hook().cancel_run(self._run_id)
+        except DatabricksError as exc:  # the task's own error is the one to report
+            log.error("Could not cancel Databricks run %s: %s", self._run_id, exc)
+
+    def _post(self, hook: DatabricksHook, body: dict[str, Any]) -> int:
+        self._in_flight = body
+        self._run_id = self.post(hook, body)
+        self._in_flight = None
+        return self._run_id
 
     def _start(self, hook: DatabricksHook, payload: dict[str, Any], context: Context) -> Run:
         from airflow_dbx._starting import start_or_reattach  # run time only, like the hook
@@ -200,7 +240,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             hook,
             ti,
             payload,
-            lambda body: self.post(hook, body),
+            lambda body: self._post(hook, body),
             allow_success_with_failures=self.allow_success_with_failures,
             repair_parameters=self.repair_parameters(payload) if self.repair_on_retry else None,
         )
@@ -217,7 +257,7 @@ class DatabricksRunOperatorBase(BaseOperator):
                 polling_period_seconds=self.polling_period_seconds,
                 retry_limit=self.databricks_retry_limit,
                 retry_delay=self.databricks_retry_delay,
-                retry_args=self.databricks_retry_args,
+                retry_args=encode_retry_args(self.databricks_retry_args or {}, "databricks_retry_args") or None,
                 deadline=deadline,
                 run_page_url=run.run_page_url,
                 allow_success_with_failures=self.allow_success_with_failures,
@@ -232,10 +272,6 @@ class DatabricksRunOperatorBase(BaseOperator):
         ended = hook.wait_for_run(run.run_id, Watcher(self.polling_period_seconds, waited=waited))
         assert ended is not None  # no deadline: only the run's end stops the wait
         return ended
-
-    def _complete(self, context: Context, outcome: Mapping[str, Any]) -> int:
-        self._run_id = None
-        return report_outcome(context, outcome, push=self.do_xcom_push)
 
 
 class DatabricksSubmitRunOperator(DatabricksRunOperatorBase):

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_dbx._run_tasks import DatabricksRunLink, hook_for, publish_run, report_outcome
+from airflow_dbx._http.retry_args import encode as encode_retry_args
+from airflow_dbx._run_tasks import DatabricksRunLink, hook_for, publish_run, raise_if_lost, report_outcome
 from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.errors import DatabricksRunFailed, PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
-from airflow_dbx.payloads import check_positive, is_literal
+from airflow_dbx.payloads import check_positive, check_retry_args, is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ class DatabricksRunSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         check_positive("databricks_retry_limit", databricks_retry_limit, integer=True)
         check_positive("databricks_retry_delay", databricks_retry_delay)
+        if databricks_retry_args is not None:
+            check_retry_args(databricks_retry_args, "databricks_retry_args")
+            if deferrable:
+                encode_retry_args(databricks_retry_args, "databricks_retry_args")  # refused now, not in the triggerer
         if is_literal(run_id):
             _run_id_of(run_id)
         self.run_id = run_id
@@ -98,7 +103,7 @@ class DatabricksRunSensor(BaseSensorOperator):
                     polling_period_seconds=self.poke_interval,
                     retry_limit=self.databricks_retry_limit,
                     retry_delay=self.databricks_retry_delay,
-                    retry_args=self.databricks_retry_args,
+                    retry_args=encode_retry_args(self.databricks_retry_args or {}, "databricks_retry_args") or None,
                     run_page_url=run.run_page_url,
                     allow_success_with_failures=self.allow_success_with_failures,
                     waiting_since=run.start_time / 1000 or None,
@@ -130,6 +135,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         log.info("Task killed: Databricks run %s goes on (this sensor did not start it)", self.run_id)
 
     def _finish(self, context: Context, outcome: Mapping[str, Any]) -> int:
+        raise_if_lost(outcome)
         try:
             return report_outcome(context, outcome, push=self.do_xcom_push)
         except DatabricksRunFailed as failure:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
+from airflow_dbx._http.retry_args import decode as decode_retry_args
+from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.waiting import Watcher
 
@@ -39,11 +41,14 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
 class DatabricksRunTrigger(BaseTrigger):
     """Poll one Databricks run until it ends and fire one event with its outcome.
 
-    The event payload is the run's summary (``airflow_dbx.outcome.summarise_run``), or
+    The event payload is the run's summary (``airflow_dbx.outcome.summarise_run``),
     ``{"timed_out": True, ...}`` when ``deadline`` (epoch seconds) passed first, in which
-    case the run has been cancelled. Rebuilt from ``serialize()`` after a triggerer restart,
-    it picks up where the old one left off (``waiting_since`` keeps the polling schedule);
-    only a user's action on the task cancels the run.
+    case the run has been cancelled, or ``{"error": ...}`` when the run's state could not be
+    read (an error retrying cannot mend, or an outage longer than the wait tolerates).
+    ``retry_args`` are in the JSON form of ``airflow_dbx._http.retry_args.encode``. Rebuilt
+    from ``serialize()`` after a triggerer restart, it picks up where the old one left off
+    (``waiting_since`` keeps the polling schedule); only a user's action on the task cancels
+    the run.
     """
 
     def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
@@ -94,7 +99,7 @@ class DatabricksRunTrigger(BaseTrigger):
     def _hook(self) -> DatabricksHook:
         from airflow_dbx.hook import DatabricksHook  # the operators import this module at parse time
 
-        retrying = (self.retry_limit, self.retry_delay, self.retry_args)
+        retrying = (self.retry_limit, self.retry_delay, decode_retry_args(self.retry_args))
         return DatabricksHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -105,6 +110,11 @@ class DatabricksRunTrigger(BaseTrigger):
             if not compat.TRIGGER_HAS_ON_KILL:
                 await _finish_even_if_cancelled(self._cancel_if_task_left())
             raise
+        except DatabricksError as exc:
+            # The task decides what a lost wait means (cancel the run on its last try), so the
+            # error travels in the event instead of failing the trigger.
+            log.warning("Stopped watching Databricks run %s: %s", self.run_id, exc)
+            event = {"run_id": self.run_id, "run_page_url": self.run_page_url, "error": str(exc)}
         yield TriggerEvent(event)
 
     async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:

@@ -88,12 +88,19 @@ def api_answer(method: str, path: str, count: int = 1, **fault: Any) -> Callable
     return scenario
 
 
-def trigger_for(run_id: int) -> Any:
-    async def first_event() -> Any:
+def trigger_events(run_id: int) -> list[dict[str, Any]]:
+    async def events() -> Any:
         trigger = DatabricksRunTrigger(run_id=run_id, polling_period_seconds=0.05, retry_delay=0.01)
         return [event.payload async for event in trigger.run()]
 
-    return asyncio.run(first_event())
+    return asyncio.run(events())
+
+
+def trigger_for(run_id: int) -> Any:
+    """A deferred task resumed with its trigger's event: what the user sees of a failed wait."""
+    [event] = trigger_events(run_id)
+    op = submit(notebook_task=NOTEBOOK, existing_cluster_id=CLUSTER, deferrable=True)
+    return op.execute_complete(TryContext(), event)
 
 
 def row(
@@ -321,7 +328,8 @@ ROWS = [
         "GET /api/2.2/jobs/runs/get failed: HTTP 404 RESOURCE_DOES_NOT_EXIST: Run 1000001 does not exist."),
     row("api-404-on-the-run-in-the-trigger",
         lambda env: (env.good_conn(), trigger_for(424242)),
-        "GET /api/2.2/jobs/runs/get failed: HTTP 404 RESOURCE_DOES_NOT_EXIST: Run 424242 does not exist."),
+        "Lost track of Databricks run 424242: GET /api/2.2/jobs/runs/get failed: HTTP 404 "
+        "RESOURCE_DOES_NOT_EXIST: Run 424242 does not exist."),
     row("api-malformed-json-body",
         api_answer("POST", "jobs/runs/submit", status=200, body=b'{"run_id": 10'),
         'POST /api/2.2/jobs/runs/submit failed: HTTP 200: a non-JSON body: {"run_id": 10'),
@@ -430,7 +438,7 @@ def test_a_life_cycle_state_added_later_is_waited_through(env: Env, deferrable: 
     env.emu.fail_next("GET", "jobs/runs/get", count=4, status=200, body={
         "run_id": 1000001, "status": {"state": "HIBERNATING"}})
     if deferrable:
-        (event,) = trigger_for(DatabricksHook().submit_run(
+        (event,) = trigger_events(DatabricksHook().submit_run(
             {"run_name": "r", "tasks": [{"task_key": "a", "existing_cluster_id": CLUSTER, "notebook_task": NOTEBOOK}]}))
         assert event["successful"] is True
     else:
