@@ -1,28 +1,139 @@
-"""The demo: every example DAG through ``airflow dags test`` against the local emulator.
+"""The demo: the example DAGs through Airflow's ``dag.test()`` against the local emulator.
 
 Run it with ``python3 run.py demo``, which prepares the environment first.
+
+``dag.test()`` is what ``airflow dags test`` runs. Starting Airflow costs far more CPU than
+running one of these DAGs, so a few worker processes (one per core, at most two) each start
+Airflow once and run their share of the DAGs one after another: each DAG against an emulator
+of its own (its Databricks runs are the runs that emulator saw), with its output in a log file
+of its own. Each worker has its own copy of a migrated metadata database.
 """
 
 from __future__ import annotations
 
+import datetime
+import importlib
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 from airflow_dbx.emulator import Emulator
 
-ROOT = Path(__file__).resolve().parent.parent
-# (dag id, whether its Databricks runs should succeed)
+
+@dataclass(frozen=True)
+class Example:
+    dag_id: str
+    succeeds: bool = True
+
+
+# One DAG per thing worth showing; the integration tests run every example.
 EXAMPLES = [
-    ("dbx_notebook_submit", True),
-    ("dbx_multi_task_submit", True),
-    ("dbx_run_now_by_name", True),
-    ("dbx_deferrable", True),
-    ("dbx_failure_report", False),
-    ("dbx_submit_then_sense", True),
+    Example("dbx_submit_then_sense"),  # the longest first: the others run while it waits
+    Example("dbx_notebook_submit"),
+    Example("dbx_multi_task_submit"),
+    Example("dbx_run_now_by_name"),
+    Example("dbx_deferrable"),
+    Example("dbx_failure_report", succeeds=False),
 ]
+WORKERS = max(1, min(2, os.cpu_count() or 1, len(EXAMPLES)))
+LOGICAL_DATE = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+# Emulated runs last 15 % of their nominal length: every path shows, without the waiting.
+TIME_SCALE = 0.15
+RESULT = "demo-result: "
+RUN_NOW_JOB = {
+    "name": "nightly-sales",
+    "tasks": [
+        {
+            "task_key": "sales",
+            "existing_cluster_id": "emulator-shared-cluster",
+            "notebook_task": {"notebook_path": "/Shared/sales"},
+        }
+    ],
+}
+
+
+@dataclass
+class Outcome:
+    example: Example
+    state: str
+    seconds: float
+    log: Path
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def as_expected(self) -> bool:
+        succeeded = bool(self.runs) and all(run["result"] == "SUCCESS" for run in self.runs)
+        wanted = "success" if self.example.succeeds else "failed"
+        return succeeded == self.example.succeeds and self.state == wanted
+
+    @property
+    def verdict(self) -> str:
+        if not self.as_expected:
+            return f"NOT AS EXPECTED (DAG run {self.state})"
+        return "succeeded" if self.example.succeeds else "failed, as it should"
+
+
+# --------------------------------------------------------------------------- worker
+
+
+def _load_dags(dag_ids: list[str]) -> dict[str, Any]:
+    try:
+        dagbag = importlib.import_module("airflow.dag_processing.dagbag")
+    except ImportError:  # Airflow 3.1
+        dagbag = importlib.import_module("airflow.models.dagbag")
+    bag = dagbag.DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+    return {dag_id: bag.dags[dag_id] for dag_id in dag_ids}
+
+
+def work(work_dir: Path, dag_ids: list[str]) -> int:
+    """Run ``dag_ids`` one after another in this process; a result line per DAG on stdout.
+
+    Everything else this process prints goes to the worker's log (its stderr), or to the
+    DAG's own log while the DAG runs.
+    """
+    report = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    saved = os.dup(2)
+    dags = _load_dags(dag_ids)
+    for dag_id in dag_ids:
+        log = work_dir / f"{dag_id}.log"
+        started = time.monotonic()
+        with Emulator(time_scale=TIME_SCALE) as emu, log.open("w") as out:
+            emu.create_job(RUN_NOW_JOB)
+            os.environ["AIRFLOW_CONN_DATABRICKS_DEFAULT"] = emu.conn_json()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            try:
+                state = str(dags[dag_id].test(logical_date=LOGICAL_DATE).state)
+            except Exception as exc:  # a demo reports every DAG, whatever one of them does
+                print(f"dag.test() raised {exc!r}", flush=True)
+                state = "error"
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved, 1)
+                os.dup2(saved, 2)
+            runs = [
+                {"result": (run.get("state") or {}).get("result_state"), "url": run["run_page_url"]}
+                for run in emu.runs()
+            ]
+        line = {"dag_id": dag_id, "state": state, "seconds": time.monotonic() - started, "runs": runs}
+        report.write(RESULT + json.dumps(line) + "\n")
+    return 0
+
+
+# --------------------------------------------------------------------------- coordinator
 
 
 def airflow(*args: str, env: dict[str, str], log: Path) -> int:
@@ -31,51 +142,130 @@ def airflow(*args: str, env: dict[str, str], log: Path) -> int:
         return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
 
 
+def sqlite_env(env: dict[str, str], database: Path) -> dict[str, str]:
+    return {**env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}"}
+
+
+def migrated_database(work_dir: Path, env: dict[str, str]) -> Path | None:
+    """A migrated metadata database to copy for each worker; migrated again only for a new Airflow."""
+    template = work_dir / "template.db"
+    marker = work_dir / "template.version"
+    wanted = version("apache-airflow")
+    if template.exists() and marker.exists() and marker.read_text() == wanted:
+        return template
+    print("Preparing Airflow's metadata database (once per Airflow version) ...", flush=True)
+    template.unlink(missing_ok=True)
+    log = work_dir / "db-migrate.log"
+    if airflow("db", "migrate", env=sqlite_env(env, template), log=log):
+        print(f"airflow db migrate failed; see {log}")
+        return None
+    marker.write_text(wanted)
+    return template
+
+
+def failure_report(log: Path, lines: int = 8) -> list[str]:
+    """The report of ``DatabricksRunFailed`` from a DAG's log, up to its run page line."""
+    text = log.read_text(errors="replace")
+    marker = "DatabricksRunFailed: "
+    start = text.find(marker)
+    if start < 0:
+        return []
+    report = text[start + len(marker) :].splitlines()
+    end = next((i for i, line in enumerate(report) if line.startswith("Run page:")), lines)
+    return report[: end + 1]
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    """A plain table: DAG, outcome, seconds, and one line per Databricks run."""
+    rows = [("DAG", "Outcome", "Time", "Databricks run page (emulator)")]
+    for outcome in outcomes:
+        runs = [f"{run['result']} {run['url']}" for run in outcome.runs]
+        first, *more = runs or ["no run"]
+        rows.append((outcome.example.dag_id, outcome.verdict, f"{outcome.seconds:.0f} s", first))
+        rows.extend(("", "", "", line) for line in more)
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]
+    lines = [
+        f"{dag:<{widths[0]}}  {verdict:<{widths[1]}}  {seconds:>{widths[2]}}  {runs}".rstrip()
+        for dag, verdict, seconds, runs in rows
+    ]
+    lines.insert(1, re.sub(r"[^ ]", "-", lines[0]))
+    return "\n".join(lines)
+
+
+def run_workers(template: Path, work_dir: Path, env: dict[str, str]) -> dict[str, Outcome]:
+    """Start the workers, print each DAG's end as it comes, and collect the outcomes."""
+    examples = {example.dag_id: example for example in EXAMPLES}
+    outcomes: dict[str, Outcome] = {}
+    lock = threading.Lock()
+
+    def follow(process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if not line.startswith(RESULT):
+                continue
+            done = json.loads(line[len(RESULT) :])
+            outcome = Outcome(
+                examples[done["dag_id"]], done["state"], done["seconds"], work_dir / f"{done['dag_id']}.log",
+                done["runs"],
+            )
+            with lock:
+                outcomes[outcome.example.dag_id] = outcome
+                print(f"  {outcome.example.dag_id}: {outcome.verdict} after {outcome.seconds:.0f} s", flush=True)
+
+    processes, followers = [], []
+    for index in range(WORKERS):
+        share = [example.dag_id for example in EXAMPLES[index::WORKERS]]
+        database = work_dir / f"worker-{index}.db"
+        shutil.copyfile(template, database)
+        with (work_dir / f"worker-{index}.log").open("w") as worker_log:
+            process = subprocess.Popen(
+                [sys.executable, __file__, "--worker", str(work_dir), *share],
+                env=sqlite_env(env, database),
+                stdout=subprocess.PIPE,
+                stderr=worker_log,
+                text=True,
+            )
+        follower = threading.Thread(target=follow, args=(process,))
+        follower.start()
+        processes.append(process)
+        followers.append(follower)
+    for process, follower in zip(processes, followers, strict=True):
+        process.wait()
+        follower.join()
+    for index in range(WORKERS):
+        (work_dir / f"worker-{index}.db").unlink(missing_ok=True)
+    return outcomes
+
+
 def main() -> int:
-    home = Path(os.environ["AIRFLOW_HOME"])
-    logs = home / "demo-logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    work_dir = Path(os.environ["AIRFLOW_HOME"]) / "demo-logs"
+    work_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    print("Preparing Airflow's metadata database ...", flush=True)
-    if airflow("db", "migrate", env=env, log=logs / "db-migrate.log"):
-        print(f"airflow db migrate failed; see {logs / 'db-migrate.log'}")
+    template = migrated_database(work_dir, env)
+    if template is None:
         return 1
-    failures = 0
-    # Runs last 15 % of their nominal length: every path shows, without the waiting.
-    with Emulator(time_scale=0.15) as emu:
-        print(f"Databricks emulator on {emu.url}\n", flush=True)
-        emu.create_job({"name": "nightly-sales", "tasks": [
-            {"task_key": "sales", "existing_cluster_id": "emulator-shared-cluster",
-             "notebook_task": {"notebook_path": "/Shared/sales"}},
-        ]})
-        env["AIRFLOW_CONN_DATABRICKS_DEFAULT"] = emu.conn_json()
-        for dag_id, should_succeed in EXAMPLES:
-            before = {run["run_id"] for run in emu.runs()}
-            started = time.monotonic()
-            log = logs / f"{dag_id}.log"
-            code = airflow("dags", "test", dag_id, "2026-01-01", env=env, log=log)
-            seconds = time.monotonic() - started
-            runs = [run for run in emu.runs() if run["run_id"] not in before]
-            outcomes = [(run.get("state") or {}).get("result_state") for run in runs]
-            succeeded = bool(runs) and all(result == "SUCCESS" for result in outcomes)
-            as_expected = succeeded == should_succeed and (code == 0) == should_succeed
-            failures += not as_expected
-            verdict = "as expected" if as_expected else "NOT AS EXPECTED"
-            print(f"{dag_id}: airflow exit {code} after {seconds:.0f} s, {verdict} ({log.relative_to(home)})")
-            for run in runs:
-                print(f"  run {run['run_id']} {run['state'].get('result_state')}: {run['run_page_url']}")
-            if not should_succeed:
-                text = log.read_text(errors="replace")
-                marker = "DatabricksRunFailed: "
-                start = text.find(marker)
-                if start >= 0:
-                    report = text[start + len(marker):].splitlines()
-                    end = next((i for i, line in enumerate(report) if line.startswith("Run page:")), 8)
-                    print("  failure report:")
-                    print("\n".join(f"    {line}" for line in report[: end + 1]))
-    print(f"\n{len(EXAMPLES) - failures} of {len(EXAMPLES)} example DAGs behaved as expected.")
+    print(f"Running {len(EXAMPLES)} example DAGs in {WORKERS} Airflow process(es), each DAG against its own emulator:")
+    outcomes = run_workers(template, work_dir, env)
+    ordered = [
+        outcomes.get(example.dag_id) or Outcome(example, "not run (see worker-*.log)", 0, work_dir / "none")
+        for example in EXAMPLES
+    ]
+    for outcome in ordered:
+        if not outcome.example.succeeds and outcome.log.exists() and (report := failure_report(outcome.log)):
+            print(f"\nThe failure report of {outcome.example.dag_id}, as its task logged it:")
+            print("\n".join(f"    {line}" for line in report))
+    print(f"\n{summary(ordered)}\n")
+    failures = sum(not outcome.as_expected for outcome in ordered)
+    print(f"Each DAG's log: {work_dir}/<dag>.log (the run pages closed with the emulator).")
+    print(
+        f"{len(ordered) - failures} of {len(ordered)} example DAGs behaved as expected, "
+        f"in {time.monotonic() - started:.0f} s."
+    )
     return 1 if failures else 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        sys.exit(work(Path(sys.argv[2]), sys.argv[3:]))
     sys.exit(main())
