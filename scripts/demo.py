@@ -1,12 +1,14 @@
-"""The demo: the example DAGs through Airflow's ``dag.test()`` against the local emulator.
+"""The demo: the example DAGs against the local emulator, the deferrable one through ``airflow dags test``.
 
 Run it with ``python3 run.py demo``, which prepares the environment first.
 
-``dag.test()`` is what ``airflow dags test`` runs. Starting Airflow costs far more CPU than
-running one of these DAGs, so a few worker processes (one per core, at most two) each start
-Airflow once and run their share of the DAGs one after another: each DAG against an emulator
-of its own (its Databricks runs are the runs that emulator saw), with its output in a log file
-of its own. Each worker has its own copy of a migrated metadata database.
+The deferrable example runs as a user would run it, through the ``airflow dags test``
+command (which runs its trigger in-process). Starting Airflow costs far more CPU than running
+one of these DAGs, so the other examples run side by side with it in a few worker processes
+(one per core, at most two) that each start Airflow once and call ``dag.test()`` -- what
+``airflow dags test`` runs -- for their share, one after another. Each DAG runs against an
+emulator of its own (its Databricks runs are the runs that emulator saw), with its output in
+a log file of its own, and each process has its own copy of a migrated metadata database.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from airflow_dbx.emulator import Emulator
 class Example:
     dag_id: str
     succeeds: bool = True
+    command: bool = False  # through the `airflow dags test` command rather than a worker
 
 
 # One DAG per thing worth showing; the integration tests run every example.
@@ -41,10 +44,11 @@ EXAMPLES = [
     Example("dbx_notebook_submit"),
     Example("dbx_multi_task_submit"),
     Example("dbx_run_now_by_name"),
-    Example("dbx_deferrable"),
+    Example("dbx_deferrable", command=True),
     Example("dbx_failure_report", succeeds=False),
 ]
-WORKERS = max(1, min(2, os.cpu_count() or 1, len(EXAMPLES)))
+IN_WORKERS = [example for example in EXAMPLES if not example.command]
+WORKERS = max(1, min(2, os.cpu_count() or 1, len(IN_WORKERS)))
 LOGICAL_DATE = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
 # Emulated runs last 15 % of their nominal length: every path shows, without the waiting.
 TIME_SCALE = 0.15
@@ -192,46 +196,71 @@ def summary(outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def run_command(example: Example, template: Path, work_dir: Path, env: dict[str, str]) -> Outcome:
+    """``airflow dags test`` of one example, against an emulator of its own."""
+    database = work_dir / f"{example.dag_id}.db"
+    shutil.copyfile(template, database)
+    log = work_dir / f"{example.dag_id}.log"
+    started = time.monotonic()
+    with Emulator(time_scale=TIME_SCALE) as emu:
+        emu.create_job(RUN_NOW_JOB)
+        variables = {**sqlite_env(env, database), "AIRFLOW_CONN_DATABRICKS_DEFAULT": emu.conn_json()}
+        code = airflow("dags", "test", example.dag_id, LOGICAL_DATE.date().isoformat(), env=variables, log=log)
+        runs = [
+            {"result": (run.get("state") or {}).get("result_state"), "url": run["run_page_url"]}
+            for run in emu.runs()
+        ]
+    database.unlink(missing_ok=True)
+    return Outcome(example, "success" if code == 0 else "failed", time.monotonic() - started, log, runs)
+
+
+def start_worker(index: int, template: Path, work_dir: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    share = [example.dag_id for example in IN_WORKERS[index::WORKERS]]
+    database = work_dir / f"worker-{index}.db"
+    shutil.copyfile(template, database)
+    with (work_dir / f"worker-{index}.log").open("w") as worker_log:
+        return subprocess.Popen(
+            [sys.executable, __file__, "--worker", str(work_dir), *share],
+            env=sqlite_env(env, database),
+            stdout=subprocess.PIPE,
+            stderr=worker_log,
+            text=True,
+        )
+
+
 def run_workers(template: Path, work_dir: Path, env: dict[str, str]) -> dict[str, Outcome]:
-    """Start the workers, print each DAG's end as it comes, and collect the outcomes."""
+    """Start the command and the workers, print each DAG's end as it comes, and collect the outcomes."""
     examples = {example.dag_id: example for example in EXAMPLES}
     outcomes: dict[str, Outcome] = {}
     lock = threading.Lock()
 
+    def record(outcome: Outcome) -> None:
+        with lock:
+            outcomes[outcome.example.dag_id] = outcome
+            print(f"  {outcome.example.dag_id}: {outcome.verdict} after {outcome.seconds:.0f} s", flush=True)
+
     def follow(process: subprocess.Popen[str]) -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            if not line.startswith(RESULT):
-                continue
-            done = json.loads(line[len(RESULT) :])
-            outcome = Outcome(
-                examples[done["dag_id"]], done["state"], done["seconds"], work_dir / f"{done['dag_id']}.log",
-                done["runs"],
-            )
-            with lock:
-                outcomes[outcome.example.dag_id] = outcome
-                print(f"  {outcome.example.dag_id}: {outcome.verdict} after {outcome.seconds:.0f} s", flush=True)
-
-    processes, followers = [], []
-    for index in range(WORKERS):
-        share = [example.dag_id for example in EXAMPLES[index::WORKERS]]
-        database = work_dir / f"worker-{index}.db"
-        shutil.copyfile(template, database)
-        with (work_dir / f"worker-{index}.log").open("w") as worker_log:
-            process = subprocess.Popen(
-                [sys.executable, __file__, "--worker", str(work_dir), *share],
-                env=sqlite_env(env, database),
-                stdout=subprocess.PIPE,
-                stderr=worker_log,
-                text=True,
-            )
-        follower = threading.Thread(target=follow, args=(process,))
-        follower.start()
-        processes.append(process)
-        followers.append(follower)
-    for process, follower in zip(processes, followers, strict=True):
+            if line.startswith(RESULT):
+                done = json.loads(line[len(RESULT) :])
+                log = work_dir / f"{done['dag_id']}.log"
+                record(Outcome(examples[done["dag_id"]], done["state"], done["seconds"], log, done["runs"]))
         process.wait()
-        follower.join()
+
+    threads = [
+        threading.Thread(target=lambda example=example: record(run_command(example, template, work_dir, env)))
+        for example in EXAMPLES
+        if example.command
+    ]
+    threads += [
+        threading.Thread(target=follow, args=(start_worker(index, template, work_dir, env),))
+        for index in range(WORKERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     for index in range(WORKERS):
         (work_dir / f"worker-{index}.db").unlink(missing_ok=True)
     return outcomes
@@ -245,7 +274,10 @@ def main() -> int:
     template = migrated_database(work_dir, env)
     if template is None:
         return 1
-    print(f"Running {len(EXAMPLES)} example DAGs in {WORKERS} Airflow process(es), each DAG against its own emulator:")
+    print(
+        f"Running {len(EXAMPLES)} example DAGs side by side, each against its own emulator "
+        f"({', '.join(e.dag_id for e in EXAMPLES if e.command)} through `airflow dags test`):"
+    )
     outcomes = run_workers(template, work_dir, env)
     ordered = [
         outcomes.get(example.dag_id) or Outcome(example, "not run (see worker-*.log)", 0, work_dir / "none")
