@@ -192,7 +192,7 @@ def ui(airflow_stack: AirflowStack) -> Iterator[AirflowUI]:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        pytest.fail("selenium is not installed: pip install selenium (part of the test extra)")
+        pytest.fail("selenium is not installed: run.py adds the browser extra when AIRFLOW_DBX_BROWSER=1")
 
     from tests.browser.pages import AirflowUI
 
