@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from airflow_dbx.emulator import control
 from airflow_dbx.emulator.auth import Credentials
 from airflow_dbx.emulator.engine import Engine
 from airflow_dbx.emulator.errors import ApiError
@@ -39,10 +40,11 @@ API_ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "jobs/run-now"): lambda e, d, u, v: e.run_now(d, u),
     ("GET", "jobs/runs/get"): lambda e, d, u, v: e.get_run(d, v),
     ("GET", "jobs/runs/get-output"): lambda e, d, u, v: e.get_output(d),
-    ("POST", "jobs/runs/cancel"): lambda e, d, u, v: e.cancel(d),
-    ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: e.cancel_all(d),
+    ("POST", "jobs/runs/cancel"): lambda e, d, u, v: control.cancel(e, d),
+    ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: control.cancel_all(e, d),
     ("GET", "jobs/runs/list"): lambda e, d, u, v: e.list_runs(d),
-    ("POST", "jobs/runs/repair"): lambda e, d, u, v: e.repair(d),
+    ("POST", "jobs/runs/repair"): lambda e, d, u, v: control.repair(e, d),
+    ("POST", "jobs/runs/delete"): lambda e, d, u, v: control.delete(e, d),
     ("POST", "jobs/create"): lambda e, d, u, v: e.jobs.create(d, u),
     ("GET", "jobs/get"): lambda e, d, u, v: e.jobs.get(d, v),
     ("GET", "jobs/list"): lambda e, d, u, v: e.jobs.list(d),
@@ -92,6 +94,7 @@ class State:
             "idempotent_replays": created["idempotent_replays"],
             "repairs": created["repairs"],
             "cancels": created["cancels"],
+            "deletes": created["deletes"],
         }
 
     def record(self, request: web.Request, route: str, status: int | None, fault: str | None = None) -> None:

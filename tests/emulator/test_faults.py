@@ -37,7 +37,7 @@ def test_fail_next_matches_any_version_prefix_and_custom_body(emu: Emulator) -> 
     for version in ("2.1", "2.2"):
         response = Api(emu, version).get("jobs/runs/get", run_id=1)
         assert response.status_code == 403 and response.json() == {"error_code": "PERMISSION_DENIED", "message": "no"}
-    assert Api(emu).get("jobs/runs/get", run_id=1).status_code == 404  # the real answer again
+    assert Api(emu).get("jobs/runs/get", run_id=1).status_code == 400  # the real answer again (no such run)
 
 
 def test_fail_next_only_matches_its_method_and_path(emu: Emulator, api: Api) -> None:
@@ -86,21 +86,21 @@ def test_lost_response_with_a_status_answers_it_after_acting(emu: Emulator, api:
 def test_rate_limit_answers_429_with_retry_after(emu: Emulator, api: Api) -> None:
     emu.set_rate_limit("jobs/runs/get", per_second=0.5, burst=3)
     codes = [api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)]
-    assert codes == [404, 404, 404, 429, 429]
+    assert codes == [400, 400, 400, 429, 429]
     limited = api.get("jobs/runs/get", run_id=1)
     assert limited.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
     assert limited.headers["Retry-After"] == "2"  # one token every 2 s
     assert api.get("jobs/runs/list").status_code == 200  # other paths are not limited
     assert emu.counters["faults"]["rate_limited"] == 3
     emu.set_rate_limit("jobs/runs/get", None)
-    assert {api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)} == {404}
+    assert {api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)} == {400}
 
 
 def test_rate_limit_tokens_come_back_at_the_rate(emu: Emulator, api: Api) -> None:
     emu.set_rate_limit("jobs/runs/get", per_second=5, burst=1)
-    assert api.get("jobs/runs/get", run_id=1).status_code == 404
+    assert api.get("jobs/runs/get", run_id=1).status_code == 400
     time.sleep(0.25)
-    assert api.get("jobs/runs/get", run_id=1).status_code == 404
+    assert api.get("jobs/runs/get", run_id=1).status_code == 400
 
 
 def test_workspace_rate_limit_covers_every_path(emu: Emulator, api: Api) -> None:
