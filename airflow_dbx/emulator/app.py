@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from airflow_dbx.emulator import control
+from airflow_dbx.emulator import control, runpage
 from airflow_dbx.emulator.auth import Credentials
 from airflow_dbx.emulator.engine import Engine
 from airflow_dbx.emulator.errors import ApiError
@@ -172,14 +172,14 @@ async def _serve(state: State, request: web.Request) -> web.StreamResponse:
     if state.faults.active:
         with state.lock:
             fault = state.faults.take(method, route)
-            wait = 0.0 if fault else state.faults.throttle(route)
+            wait, form = (0.0, "seconds") if fault else state.faults.throttle(route)
             if wait:
                 state.record(request, route, 429, "rate_limited")
         if wait:
             return json_response(
                 429,
                 {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests; slow down."},
-                {"Retry-After": retry_after_header(wait)},
+                {"Retry-After": retry_after_header(wait, form)},
             )
         if fault is not None and fault.kind == "delay":
             # Read the body first (aiohttp keeps it for the handler): a late answer is still
@@ -240,7 +240,12 @@ async def _api(state: State, request: web.Request, *, method: str, version: str,
 
 
 async def _public(state: State, request: web.Request, route: str) -> web.Response:
-    """The token endpoints (no API credentials needed), or a 404."""
+    """The token endpoints and the run pages (no API credentials needed), or a 404."""
+    page = runpage.PATH.match(request.path) if request.method == "GET" else None
+    if page:
+        with state.lock:
+            status, text = runpage.render(state.engine, int(page.group(1)), int(page.group(2)))
+        return web.Response(status=status, text=text, content_type="text/html", headers=runpage.HEADERS)
     azure = _AZURE.match(request.path)
     if request.method == "GET" and route == "oidc/.well-known/oauth-authorization-server":
         origin = f"{request.scheme}://{request.host}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 from typing import TYPE_CHECKING
 
@@ -176,3 +177,49 @@ def test_admin_api_refuses_bad_requests(emu: Emulator) -> None:
     )
     assert session.get(url + "nothing", timeout=5).status_code == 404
     assert session.post(url + "time_scale", json={"time_scale": -1}, timeout=5).status_code == 400
+
+
+def _date_seconds_ahead(header: str) -> float:
+    """Seconds from now to a Retry-After given as an HTTP-date; fails on a number of seconds."""
+    assert not header.isdigit(), header
+    assert header.endswith(" GMT"), header  # IMF-fixdate, RFC 7231 section 7.1.1.1
+    return email.utils.parsedate_to_datetime(header).timestamp() - time.time()
+
+
+def test_retry_after_as_an_http_date(emu: Emulator, api: Api) -> None:
+    emu.fail_next("POST", "jobs/runs/submit", status=503, retry_after=30, retry_after_format="http-date")
+    response = api.post("jobs/runs/submit", SUBMIT)
+    assert response.status_code == 503
+    assert 28 < _date_seconds_ahead(response.headers["Retry-After"]) <= 31
+    assert emu.runs() == []
+    emu.set_rate_limit("jobs/runs/get", per_second=0.1, burst=1, retry_after_format="http-date")
+    api.get("jobs/runs/get", run_id=1)
+    limited = api.get("jobs/runs/get", run_id=1)
+    assert limited.status_code == 429
+    assert 8 < _date_seconds_ahead(limited.headers["Retry-After"]) <= 11  # one token every 10 s
+    with pytest.raises(ValueError, match="retry_after_format"):
+        emu.fail_next("GET", "jobs/runs/get", retry_after=1, retry_after_format="tomorrow")
+
+
+def test_admin_api_sends_retry_after_as_an_http_date(emu: Emulator, api: Api) -> None:
+    admin = Admin(emu)
+    fault = {"kind": "status", "method": "GET", "path": "jobs/runs/list", "status": 429, "retry_after": 5}
+    admin("POST", "faults", {**fault, "retry_after_format": "http-date"})
+    response = api.get("jobs/runs/list")
+    assert response.status_code == 429 and 3 < _date_seconds_ahead(response.headers["Retry-After"]) <= 6
+    admin("POST", "rate_limit", {"path": "jobs/list", "per_second": 0.2, "burst": 1, "retry_after_format": "http-date"})
+    api.get("jobs/list")
+    assert 3 < _date_seconds_ahead(api.get("jobs/list").headers["Retry-After"]) <= 6
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {emu.token}"
+    bad = session.post(f"{emu.url}/__emulator__/faults", json={**fault, "retry_after_format": "soon"}, timeout=5)
+    assert bad.status_code == 400 and "retry_after_format" in bad.json()["message"]
+
+
+def test_admin_api_sets_how_long_a_cancel_stays_terminating(emu: Emulator) -> None:
+    admin = Admin(emu)
+    assert admin("POST", "cancel_terminating_seconds", {"cancel_terminating_seconds": 2.5}) == {
+        "cancel_terminating_seconds": 2.5
+    }
+    assert emu.cancel_terminating_seconds == 2.5
+    assert admin("GET", "cancel_terminating_seconds") == {"cancel_terminating_seconds": 2.5}

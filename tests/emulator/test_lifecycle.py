@@ -6,15 +6,7 @@ import time
 
 from airflow_dbx import api as vocabulary
 from airflow_dbx.emulator import Emulator
-from tests.emulator.conftest import Api, notebook, task
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.emulator.conftest import Api, Clock, notebook, task
 
 
 def test_single_task_run_goes_pending_running_terminating_terminated() -> None:
