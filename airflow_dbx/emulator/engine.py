@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_dbx.emulator import payloads as p
 from airflow_dbx.emulator.errors import ApiError, invalid, missing
 from airflow_dbx.emulator.jobs import Jobs
-from airflow_dbx.emulator.model import TERMINATING_SECONDS, Epoch, RunRecord, TaskRun, page_url
+from airflow_dbx.emulator.model import TERMINATING_SECONDS, Epoch, RunRecord, TaskRun, TaskSpec, page_url
 from airflow_dbx.emulator.queueing import Admission, admit
 from airflow_dbx.emulator.states import OK_RESULTS, timed_out
 from airflow_dbx.emulator.timeline import Context, cut, schedule
@@ -121,22 +121,11 @@ class Engine:
                 raise invalid("tasks", "at least one task is required")
         else:
             tasks = p.single_task(dict(body))
-        specs, order, topo = p.task_specs(tasks)
+        plan = p.task_specs(tasks)
         timeout = p.get_int(body, "timeout_seconds", minimum=0)
         name = p.get_str(body, "run_name") or "Untitled"
-        run = self._start(
-            Admission(self.clock()),
-            job_id=0,
-            run_name=name,
-            run_type="SUBMIT_RUN",
-            creator=user,
-            specs=specs,
-            order=order,
-            topo=topo,
-            timeout=float(timeout) if timeout else None,
-            overrides={},
-            idempotency_token=token,
-        )
+        admission = Admission(self.clock())
+        run = self._start(admission, 0, name, "SUBMIT_RUN", plan, timeout, creator=user, idempotency_token=token)
         return {"run_id": run.run_id}
 
     def run_now(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
@@ -171,28 +160,47 @@ class Engine:
         active[:] = [r for r in active if not r.is_terminal(now)]
         run = self._start(
             admit(active, settings, queue, now),
-            job_id=job["job_id"],
-            run_name=settings["name"],
-            run_type="JOB_RUN",
+            job["job_id"],
+            settings["name"],
+            "JOB_RUN",
+            (specs, order, topo),
+            timeout,
             creator=user,
-            specs=specs,
-            order=order,
-            topo=topo,
-            timeout=float(timeout) if timeout else None,
             overrides=overrides,
             job_parameters=job_parameters,
-            idempotency_token=token,
             defaults=defaults,
+            idempotency_token=token,
         )
         active.append(run)
         return {"run_id": run.run_id, "number_in_job": run.run_id}
 
-    def _start(self, admission: Admission, *, job_id: int, **fields: Any) -> RunRecord:
+    def _start(  # noqa: PLR0917 -- what every run has, in RunRecord's order
+        self,
+        admission: Admission,
+        job_id: int,
+        run_name: str,
+        run_type: str,
+        plan: tuple[dict[str, TaskSpec], list[str], list[str]],
+        timeout: int | None,
+        **fields: Any,
+    ) -> RunRecord:
         """A new run from RunRecord fields; a one-time run gets its own run id as job id."""
         run_id = next(self._ids)
         now = self.clock()
         self.expire(now)
-        run = RunRecord(run_id=run_id, job_id=job_id or run_id, created=now, **fields)
+        specs, order, topo = plan
+        run = RunRecord(
+            run_id=run_id,
+            job_id=job_id or run_id,
+            run_name=run_name,
+            run_type=run_type,
+            created=now,
+            specs=specs,
+            order=order,
+            topo=topo,
+            timeout=float(timeout) if timeout else None,
+            **fields,
+        )
         self.schedule_epoch(run, None, run.order, admission.start, queued=admission.queued)
         if admission.skipped is not None:
             epoch = run.current

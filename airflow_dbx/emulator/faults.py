@@ -95,22 +95,17 @@ class Faults:
         self.rules.append(fault)
         return fault
 
-    def set_rate_limit(
-        self,
-        path: str | None,
-        per_second: float | None,
-        burst: float | None = None,
-        retry_after_format: str = "seconds",
-    ) -> None:
+    def set_rate_limit(self, path: str | None, per_second: float | None, burst: float | None, form: str) -> None:
+        """A token bucket for ``path`` (None: every path); ``form`` says how Retry-After is written."""
         key = None if path is None else normalise_path(path)
         if not per_second:
             self.limits.pop(key, None)
             return
         if per_second < 0:
             raise ValueError(f"per_second must be positive, got {per_second!r}")
-        _check_format(retry_after_format)
+        _check_format(form)
         size = float(burst if burst is not None else max(1.0, per_second))
-        self.limits[key] = Bucket(float(per_second), size, size, time.monotonic(), retry_after_format)
+        self.limits[key] = Bucket(float(per_second), size, size, time.monotonic(), form)
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first fault that matches, consumed by one."""

@@ -231,7 +231,7 @@ class RunRecord:
     order: list[str]
     topo: list[str]
     timeout: float | None
-    overrides: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
     job_parameters: list[dict[str, Any]] | None = None
     idempotency_token: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
