@@ -66,6 +66,11 @@ def render(engine: Engine, job_id: int, run_id: int) -> tuple[int, str]:
         ("State message", _e(data["state"].get("state_message"))),
     ]
     parts = ["<table>", *(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows), "</table>", "<h2>Tasks</h2>"]
+    parts.append("<table><tr><th>Task</th><th>Task run id</th><th>Attempt</th><th>State</th></tr>")
+    for item in tasks:
+        cells = (_e(item.task_key), _e(item.run_id), _e(item.attempt_number), _state(item.snapshot(now, "")))
+        parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
     for item in tasks:
         parts.append(_task(item, now))
     return 200, _page(title, "\n".join(parts))
