@@ -331,10 +331,11 @@ ROWS = [
         api_answer("GET", "jobs/runs/get", count=2, status=404, body={
             "error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run 1000001 does not exist."}),
         "GET /api/2.2/jobs/runs/get failed: HTTP 404 RESOURCE_DOES_NOT_EXIST: Run 1000001 does not exist."),
-    row("api-404-on-the-run-in-the-trigger",
+    # An unknown run id: Databricks (and the emulator) answer 400 INVALID_PARAMETER_VALUE, not 404.
+    row("api-unknown-run-in-the-trigger",
         lambda env: (env.good_conn(), trigger_for(424242)),
-        "Lost track of Databricks run 424242: GET /api/2.2/jobs/runs/get failed: HTTP 404 "
-        "RESOURCE_DOES_NOT_EXIST: Run 424242 does not exist."),
+        "Lost track of Databricks run 424242: GET /api/2.2/jobs/runs/get failed: HTTP 400 "
+        "INVALID_PARAMETER_VALUE: Run 424242 does not exist."),
     row("api-malformed-json-body",
         api_answer("POST", "jobs/runs/submit", status=200, body=b'{"run_id": 10'),
         'POST /api/2.2/jobs/runs/submit failed: HTTP 200: a non-JSON body: {"run_id": 10'),

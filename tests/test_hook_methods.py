@@ -75,7 +75,8 @@ def test_cancel_run(emulator_conn, call) -> None:
 
 def test_run_now_cancel_all_and_list_runs(emulator_conn) -> None:
     hook = DatabricksHook()
-    job_id = emulator_conn.create_job({"name": "nightly", **notebook_run(emulator_duration="100")})
+    # Three concurrent runs of one job: Databricks allows one unless max_concurrent_runs says more.
+    job_id = emulator_conn.create_job({"name": "nightly", "max_concurrent_runs": 3, **notebook_run(emulator_duration="100")})
     run_ids = [hook.run_now({"job_id": job_id}) for _ in range(3)]
     other = hook.submit_run(notebook_run(emulator_duration="100"))
     listed = hook.list_runs(job_id=job_id, active_only=True)

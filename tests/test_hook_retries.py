@@ -95,10 +95,12 @@ def test_other_4xx_are_never_retried(emulator_conn, run_id, call, status) -> Non
     assert str(error) == f"GET {RUNS_GET} failed: HTTP {status} NOPE: refused with {status}"
 
 
-def test_unknown_run_is_a_404_with_databricks_message(emulator_conn, call) -> None:
+def test_unknown_run_is_a_400_with_databricks_message(emulator_conn, call) -> None:
+    # Databricks answers an unknown run id 400 INVALID_PARAMETER_VALUE "Run N does not exist."
     with pytest.raises(DatabricksApiError) as info:
         call(DatabricksHook(), "get_run_state", 987654321)
-    assert info.value.status_code == 404
+    assert (info.value.status_code, info.value.error_code) == (400, "INVALID_PARAMETER_VALUE")
+    assert "Run 987654321 does not exist." in str(info.value)
     assert len(emulator_conn.requests) == 1
 
 
@@ -172,9 +174,9 @@ def test_total_time_is_bounded(monkeypatch, emulator_conn, run_id) -> None:
 def test_a_final_refusal_after_retries_counts_every_attempt(emulator_conn, call) -> None:
     emulator_conn.fail_next("GET", "jobs/runs/get", status=503)
     with pytest.raises(DatabricksApiError) as info:
-        call(DatabricksHook(retry_delay=0.01), "get_run_state", 987654321)  # then 404: no such run
-    assert (info.value.status_code, info.value.attempts) == (404, 2)
-    assert "failed after 2 attempts: HTTP 404" in str(info.value)
+        call(DatabricksHook(retry_delay=0.01), "get_run_state", 987654321)  # then 400: no such run
+    assert (info.value.status_code, info.value.attempts) == (400, 2)
+    assert "failed after 2 attempts: HTTP 400" in str(info.value)
 
 
 @pytest.mark.parametrize(("body", "seen"), [(b"", "{}"), (b'{"number_in_job": 3}', '{"number_in_job": 3}')])

@@ -34,7 +34,18 @@ defaults; then a run-now's or a repair's ``job_parameters``, ``notebook_params``
 Timeline: a run is PENDING for 0.3 s of setup, each task PENDING 0.2 s once its upstream
 tasks ended, RUNNING for its duration, TERMINATING 0.2 s. Every duration, and
 ``timeout_seconds`` of a run or a task, is multiplied by ``time_scale`` at the moment the
-run (or the repair) starts. ``existing_cluster_id`` must start with ``emulator-`` or be
+run (or the repair) starts. A cancel leaves the run (or the task run, for a task run id)
+TERMINATING for ``cancel_terminating_seconds`` (0.5, not scaled). A task's ``max_retries``,
+``min_retry_interval_millis`` and ``retry_on_timeout`` retry failed attempts (the next
+attempt shows WAITING_FOR_RETRY meanwhile); ``disabled: true`` skips it (DISABLED). A job
+allows ``max_concurrent_runs`` active runs (default 1): beyond that a run-now is QUEUED when
+the job (or the run-now) enables ``queue``, else SKIPPED (MAXIMUM_CONCURRENT_RUNS_REACHED).
+Runs and their idempotency tokens are forgotten 60 days after they start; ``runs/delete``
+removes a finished run, and its token then answers an error. Unknown run and job ids answer
+400 INVALID_PARAMETER_VALUE, as Databricks does. Each ``run_page_url``
+(``/jobs/<job_id>/runs/<run_id>``) opens a read-only HTML page of the run.
+``benchmarks/EMULATOR.md`` lists what is documented Databricks behaviour and what is the
+emulator's choice. ``existing_cluster_id`` must start with ``emulator-`` or be
 registered with ``add_cluster``; another id ends the task (and the run) INTERNAL_ERROR.
 ``depends_on`` and ``run_if`` are honoured: a task after a failure is skipped
 UPSTREAM_FAILED (life cycle SKIPPED), and a run whose leaf tasks all succeeded despite a

@@ -6,16 +6,20 @@ Every route needs the same credentials as the Jobs API; bodies and answers are J
 ``GET health``           ``{"ok": true, "url", "time_scale"}``
 ``POST faults``          ``{"kind": "status"|"delay"|"drop"|"lose_response", "method": "POST",
                          "path": "jobs/runs/submit", "count": 1, "status": 503, "retry_after": 2,
-                         "body": {...}, "seconds": 2.0}``; ``path``/``method`` may be ``"*"``
+                         "body": {...}, "seconds": 2.0, "retry_after_format": "seconds"|"http-date"}``;
+                         ``path``/``method`` may be ``"*"``
 ``GET faults``           the pending faults; ``DELETE faults`` drops them and every rate limit
-``POST rate_limit``      ``{"path": "jobs/runs/get" or null, "per_second": 5, "burst": 5}``;
-                         ``per_second`` null or 0 removes the limit
+``POST rate_limit``      ``{"path": "jobs/runs/get" or null, "per_second": 5, "burst": 5,
+                         "retry_after_format": "seconds"|"http-date"}``; ``per_second`` null or 0
+                         removes the limit
 ``GET requests``         ``{"requests": [RequestRecord as a dict, ...], "next": N}``; ``?since=N``
                          returns only the records after the first N
 ``GET runs``             ``{"runs": [snapshot, ...]}``; ``?run_id=N`` returns one snapshot
 ``GET counters``         requests per "METHOD path", faults per kind, runs/jobs created, ...
 ``POST reset``           forget runs, jobs, faults, the request log and the counters
 ``GET|POST time_scale``  ``{"time_scale": 0.1}`` (applies to runs and repairs started later)
+``GET|POST cancel_terminating_seconds``  ``{"cancel_terminating_seconds": 0.5}``: how long a
+                         cancelled run stays TERMINATING (clock seconds, not scaled)
 ``POST tokens``          ``{"token"}``; ``POST basic_users`` ``{"user", "password"}``
 ``POST oauth_clients``   ``{"client_id", "secret", "ttl_seconds"}``
 ``POST azure_clients``   ``{"tenant", "client_id", "secret", "ttl_seconds"}``
@@ -65,7 +69,8 @@ def _dispatch(state: State, request: web.Request, key: str, body: dict[str, Any]
         state.faults.clear()
         return {}
     if key == "POST rate_limit":
-        state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"))
+        form = body.get("retry_after_format", "seconds")
+        state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"), form)
         return {}
     if key == "GET requests":
         since = get_int(request.query, "since", default=0, minimum=0) or 0
@@ -85,6 +90,11 @@ def _dispatch(state: State, request: web.Request, key: str, body: dict[str, Any]
     if key == "POST time_scale":
         engine.time_scale = _positive(body.get("time_scale"), "time_scale")
         return {"time_scale": engine.time_scale}
+    if key == "POST cancel_terminating_seconds":
+        seconds = body.get("cancel_terminating_seconds")
+        engine.cancel_terminating_seconds = 0.0 if seconds == 0 else _positive(seconds, "cancel_terminating_seconds")
+    if key in ("GET cancel_terminating_seconds", "POST cancel_terminating_seconds"):
+        return {"cancel_terminating_seconds": engine.cancel_terminating_seconds}
     if key == "POST tokens":
         creds.pats.add(_text(body, "token"))
         return {}

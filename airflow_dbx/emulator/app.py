@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from airflow_dbx.emulator import control, runpage
 from airflow_dbx.emulator.auth import Credentials
 from airflow_dbx.emulator.engine import Engine
 from airflow_dbx.emulator.errors import ApiError
@@ -39,10 +40,11 @@ API_ROUTES: dict[tuple[str, str], Handler] = {
     ("POST", "jobs/run-now"): lambda e, d, u, v: e.run_now(d, u),
     ("GET", "jobs/runs/get"): lambda e, d, u, v: e.get_run(d, v),
     ("GET", "jobs/runs/get-output"): lambda e, d, u, v: e.get_output(d),
-    ("POST", "jobs/runs/cancel"): lambda e, d, u, v: e.cancel(d),
-    ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: e.cancel_all(d),
+    ("POST", "jobs/runs/cancel"): lambda e, d, u, v: control.cancel(e, d),
+    ("POST", "jobs/runs/cancel-all"): lambda e, d, u, v: control.cancel_all(e, d),
     ("GET", "jobs/runs/list"): lambda e, d, u, v: e.list_runs(d),
-    ("POST", "jobs/runs/repair"): lambda e, d, u, v: e.repair(d),
+    ("POST", "jobs/runs/repair"): lambda e, d, u, v: control.repair(e, d),
+    ("POST", "jobs/runs/delete"): lambda e, d, u, v: control.delete(e, d),
     ("POST", "jobs/create"): lambda e, d, u, v: e.jobs.create(d, u),
     ("GET", "jobs/get"): lambda e, d, u, v: e.jobs.get(d, v),
     ("GET", "jobs/list"): lambda e, d, u, v: e.jobs.list(d),
@@ -92,6 +94,7 @@ class State:
             "idempotent_replays": created["idempotent_replays"],
             "repairs": created["repairs"],
             "cancels": created["cancels"],
+            "deletes": created["deletes"],
         }
 
     def record(self, request: web.Request, route: str, status: int | None, fault: str | None = None) -> None:
@@ -169,14 +172,14 @@ async def _serve(state: State, request: web.Request) -> web.StreamResponse:
     if state.faults.active:
         with state.lock:
             fault = state.faults.take(method, route)
-            wait = 0.0 if fault else state.faults.throttle(route)
+            wait, form = (0.0, "seconds") if fault else state.faults.throttle(route)
             if wait:
                 state.record(request, route, 429, "rate_limited")
         if wait:
             return json_response(
                 429,
                 {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests; slow down."},
-                {"Retry-After": retry_after_header(wait)},
+                {"Retry-After": retry_after_header(wait, form)},
             )
         if fault is not None and fault.kind == "delay":
             # Read the body first (aiohttp keeps it for the handler): a late answer is still
@@ -237,7 +240,12 @@ async def _api(state: State, request: web.Request, *, method: str, version: str,
 
 
 async def _public(state: State, request: web.Request, route: str) -> web.Response:
-    """The token endpoints (no API credentials needed), or a 404."""
+    """The token endpoints and the run pages (no API credentials needed), or a 404."""
+    page = runpage.PATH.match(request.path) if request.method == "GET" else None
+    if page:
+        with state.lock:
+            status, text = runpage.render(state.engine, int(page.group(1)), int(page.group(2)))
+        return web.Response(status=status, text=text, content_type="text/html", headers=runpage.HEADERS)
     azure = _AZURE.match(request.path)
     if request.method == "GET" and route == "oidc/.well-known/oauth-authorization-server":
         origin = f"{request.scheme}://{request.host}"

@@ -38,5 +38,14 @@ def invalid(field: str, problem: str) -> ApiError:
     return ApiError(400, "INVALID_PARAMETER_VALUE", f"Invalid value for '{field}': {problem}")
 
 
-def not_found(message: str) -> ApiError:
-    return ApiError(404, "RESOURCE_DOES_NOT_EXIST", message)
+def missing(kind: str, ident: int | None) -> ApiError:
+    """An unknown job or run id: Databricks answers 400 INVALID_PARAMETER_VALUE, not 404.
+
+    The messages are the ones the Databricks SDK's error overrides match ("Job .* does not
+    exist", "Run .* does not exist") to raise its ResourceDoesNotExist.
+    """
+    return ApiError(400, "INVALID_PARAMETER_VALUE", f"{kind} {ident} does not exist.")
+
+
+def invalid_state(message: str) -> ApiError:
+    return ApiError(400, "INVALID_STATE", message)

@@ -7,11 +7,13 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from airflow_dbx.emulator.errors import DEFAULT_ERROR_CODES
 
 KINDS = ("status", "delay", "drop", "lose_response")
+RETRY_AFTER_FORMATS = ("seconds", "http-date")
 _PREFIX = re.compile(r"^/*(api/2\.[0-9]/)?")
 
 
@@ -30,6 +32,7 @@ class Fault:
     retry_after: float | None = None
     body: Any = None
     seconds: float = 0.0
+    retry_after_format: str = "seconds"
 
     def matches(self, method: str, path: str) -> bool:
         return self.count > 0 and self.method in ("*", method) and self.path in ("*", path)
@@ -44,7 +47,11 @@ class Fault:
         }
 
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": _seconds_header(self.retry_after)} if self.retry_after is not None else {}
+        if self.retry_after is None:
+            return {}
+        if self.retry_after_format == "http-date":
+            return {"Retry-After": retry_after_header(self.retry_after, "http-date")}
+        return {"Retry-After": _seconds_header(self.retry_after)}
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Bucket:
     burst: float
     tokens: float
     stamp: float
+    retry_after_format: str = "seconds"
 
     def take(self, now: float) -> float:
         """0 when a request may pass, else the seconds until it could."""
@@ -79,6 +87,7 @@ class Faults:
             raise ValueError(f"fault kind must be one of {KINDS}, got {kind!r}")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ValueError(f"count must be a positive integer, got {count!r}")
+        _check_format(params.get("retry_after_format", "seconds"))
         status = params.get("status")
         if kind == "status" and (not isinstance(status, int) or not 100 <= status <= 599):
             raise ValueError(f"status must be an HTTP status code, got {status!r}")
@@ -86,15 +95,17 @@ class Faults:
         self.rules.append(fault)
         return fault
 
-    def set_rate_limit(self, path: str | None, per_second: float | None, burst: float | None = None) -> None:
+    def set_rate_limit(self, path: str | None, per_second: float | None, burst: float | None, form: str) -> None:
+        """A token bucket for ``path`` (None: every path); ``form`` says how Retry-After is written."""
         key = None if path is None else normalise_path(path)
         if not per_second:
             self.limits.pop(key, None)
             return
         if per_second < 0:
             raise ValueError(f"per_second must be positive, got {per_second!r}")
+        _check_format(form)
         size = float(burst if burst is not None else max(1.0, per_second))
-        self.limits[key] = Bucket(float(per_second), size, size, time.monotonic())
+        self.limits[key] = Bucket(float(per_second), size, size, time.monotonic(), form)
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first fault that matches, consumed by one."""
@@ -107,17 +118,17 @@ class Faults:
                 return fault
         return None
 
-    def throttle(self, path: str) -> float:
-        """0 when the request is within the rate limits, else the seconds to wait."""
+    def throttle(self, path: str) -> tuple[float, str]:
+        """(0, _) when the request is within the rate limits, else the seconds to wait and how to say it."""
         now = time.monotonic()
-        wait = 0.0
+        wait, form = 0.0, "seconds"
         for key in (path, None):
             bucket = self.limits.get(key)
-            if bucket is not None:
-                wait = max(wait, bucket.take(now))
+            if bucket is not None and (need := bucket.take(now)) > wait:
+                wait, form = need, bucket.retry_after_format
         if wait:
             self.injected["rate_limited"] += 1
-        return wait
+        return wait, form
 
     def clear(self) -> None:
         self.rules.clear()
@@ -128,8 +139,16 @@ class Faults:
         self.injected.clear()
 
 
-def retry_after_header(wait: float) -> str:
+def retry_after_header(wait: float, form: str = "seconds") -> str:
+    """Whole seconds (at least 1), or the HTTP-date (RFC 7231, IMF-fixdate) no earlier than ``wait`` from now."""
+    if form == "http-date":
+        return formatdate(math.ceil(time.time() + wait), usegmt=True)
     return str(max(1, math.ceil(wait)))
+
+
+def _check_format(form: Any) -> None:
+    if form not in RETRY_AFTER_FORMATS:
+        raise ValueError(f"retry_after_format must be one of {RETRY_AFTER_FORMATS}, got {form!r}")
 
 
 def _seconds_header(value: float) -> str:

@@ -6,7 +6,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.emulator import payloads as p
-from airflow_dbx.emulator.errors import invalid, not_found
+from airflow_dbx.emulator.errors import invalid, missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -38,6 +38,8 @@ class Jobs:
             if not isinstance(item, dict) or not isinstance(item.get("name"), str):
                 raise invalid(f"parameters[{i}]", 'expected {"name": ..., "default": ...}')
         p.get_int(body, "timeout_seconds", minimum=0)
+        p.get_int(body, "max_concurrent_runs", minimum=0, maximum=p.MAX_CONCURRENT_RUNS)
+        p.queue_enabled(body)
         job_id = next(self._ids)
         self.by_id[job_id] = {
             "job_id": job_id,
@@ -53,7 +55,7 @@ class Jobs:
         job_id = p.get_int(data, "job_id", required=True)
         job = self.by_id.get(job_id or 0)
         if job is None:
-            raise not_found(f"Job {job_id} does not exist.")
+            raise missing("Job", job_id)
         return job
 
     def get(self, query: Mapping[str, Any], version: str) -> dict[str, Any]:
@@ -70,9 +72,10 @@ class Jobs:
     def list(self, query: Mapping[str, Any]) -> dict[str, Any]:
         limit = p.get_int(query, "limit", default=20, minimum=1, maximum=100) or 20
         offset = p.decode_page(query.get("page_token")) + (p.get_int(query, "offset", default=0, minimum=0) or 0)
-        name = query.get("name")
+        name = p.get_str(query, "name")
+        wanted = None if name is None else name.casefold()  # "the exact (case insensitive) job name"
         expand = p.get_bool(query, "expand_tasks")
-        jobs = [j for j in self.by_id.values() if name is None or j["settings"].get("name") == name]
+        jobs = [j for j in self.by_id.values() if wanted is None or str(j["settings"].get("name")).casefold() == wanted]
         page = jobs[offset : offset + limit]
         out: dict[str, Any] = {"has_more": offset + limit < len(jobs)}
         if page:

@@ -3,8 +3,8 @@
 Every outcome follows from the request (see the package docstring for the per-task
 ``emulator_*`` parameters), so a run's whole timeline is computed when it is scheduled:
 each task run gets absolute times for ready / running / stopped / ended. Reading a run
-then only compares those times with the clock. Cancel, timeout and repair rewrite the
-timeline of the tasks concerned.
+then only compares those times with the clock. Cancel, timeout, repair and a queue that
+moves rewrite the timeline of the tasks concerned.
 """
 
 from __future__ import annotations
@@ -12,14 +12,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from airflow_dbx.emulator.states import (
+    BLOCKED,
+    OK_RESULTS,
+    PENDING,
+    QUEUED,
+    ROOT_FAILURES,
+    RUNNING,
+    SUCCESS,
+    TERMINATING,
+    WAITING_FOR_RETRY,
+    Outcome,
+    Phase,
+)
+
 # Phase lengths in emulated seconds; multiplied by the time scale.
 RUN_SETUP_SECONDS = 0.3
 TASK_PENDING_SECONDS = 0.2
 TERMINATING_SECONDS = 0.2
 DEFAULT_DURATION_SECONDS = 2.0
 
-OK_RESULTS = frozenset({"SUCCESS", "EXCLUDED"})
-ROOT_FAILURES = ("FAILED", "TIMEDOUT", "CANCELED")
 RUN_IF = frozenset(
     {"ALL_SUCCESS", "ALL_DONE", "NONE_FAILED", "AT_LEAST_ONE_SUCCESS", "ALL_FAILED", "AT_LEAST_ONE_FAILED"}
 )
@@ -27,46 +39,6 @@ RUN_IF = frozenset(
 
 def ms(seconds: float) -> int:
     return int(seconds * 1000)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How a run or task run ended: legacy ``state`` and the 2.2 ``status`` in one place."""
-
-    result: str
-    message: str = ""
-    code: str = "SUCCESS"
-    kind: str = "SUCCESS"
-    life_cycle: str = "TERMINATED"
-    user_cancelled_or_timedout: bool = False
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "life_cycle_state": self.life_cycle,
-            "result_state": self.result,
-            "state_message": self.message,
-            "user_cancelled_or_timedout": self.user_cancelled_or_timedout,
-        }
-
-    def status(self) -> dict[str, Any]:
-        return {
-            "state": "TERMINATED",
-            "termination_details": {"code": self.code, "type": self.kind, "message": self.message},
-        }
-
-
-SUCCESS = Outcome("SUCCESS")
-
-
-def _live(life_cycle: str, status: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    state = {"life_cycle_state": life_cycle, "state_message": "", "user_cancelled_or_timedout": False}
-    return state, {"state": status or life_cycle}
-
-
-BLOCKED = _live("BLOCKED")
-PENDING = _live("PENDING")
-RUNNING = _live("RUNNING")
-TERMINATING = _live("TERMINATING")
 
 
 @dataclass
@@ -85,6 +57,8 @@ class TaskRun:
     spec: TaskSpec
     attempt_number: int
     params: dict[str, str]
+    retry_of: TaskRun | None = None  # the failed attempt this one retries, in the same run or repair
+    queued_until: float = 0.0
     ready: float = 0.0
     start: float = 0.0
     stop: float = 0.0
@@ -93,7 +67,7 @@ class TaskRun:
     error: str | None = None
     error_trace: str | None = None
     output: str | None = None
-    _final: tuple[dict[str, Any], dict[str, Any]] | None = None
+    _final: Phase | None = None
 
     @property
     def task_key(self) -> str:
@@ -102,6 +76,9 @@ class TaskRun:
     @property
     def result(self) -> str:
         return self.outcome.result
+
+    def times(self) -> tuple[float, ...]:
+        return self.queued_until, self.ready, self.start, self.stop, self.end
 
     def finish(self, outcome: Outcome, start: float, stop: float, term: float) -> None:
         self.outcome, self.start, self.stop, self.end = outcome, start, stop, stop + term
@@ -112,7 +89,18 @@ class TaskRun:
         self.outcome = outcome
         self._final = (outcome.state(), outcome.status())
 
-    def phase(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def shift(self, delta: float) -> None:
+        self.queued_until += delta
+        self.ready, self.start, self.stop, self.end = (t + delta for t in (self.ready, self.start, self.stop, self.end))
+
+    def shown(self, now: float) -> TaskRun:
+        """The attempt runs/get shows at ``now``: a retry appears once the attempt before it ended."""
+        task = self
+        while task.retry_of is not None and now < task.retry_of.end:
+            task = task.retry_of
+        return task
+
+    def phase(self, now: float) -> Phase:
         if now >= self.end:
             assert self._final is not None
             return self._final
@@ -120,9 +108,15 @@ class TaskRun:
             return TERMINATING
         if now >= self.start:
             return RUNNING
-        return PENDING if now >= self.ready or not self.spec.depends_on else BLOCKED
+        if now < self.queued_until:
+            return QUEUED
+        if now >= self.ready:
+            return PENDING
+        if self.retry_of is not None:
+            return WAITING_FOR_RETRY
+        return BLOCKED if self.spec.depends_on else PENDING
 
-    def snapshot(self, now: float, job_id: int, base_url: str) -> dict[str, Any]:
+    def snapshot(self, now: float, page_url: str) -> dict[str, Any]:
         state, status = self.phase(now)
         data = dict(self.spec.static)
         data.update(
@@ -131,7 +125,7 @@ class TaskRun:
             attempt_number=self.attempt_number,
             state=state,
             status=status,
-            run_page_url=f"{base_url}/#job/{job_id}/run/{self.run_id}",
+            run_page_url=page_url,
             start_time=ms(self.ready) if now >= self.ready else 0,
             setup_duration=ms(self.start - self.ready) if now >= self.start else 0,
         )
@@ -145,18 +139,22 @@ class TaskRun:
 
 @dataclass(eq=False)
 class Epoch:
-    """The original run or one repair: the task runs it started and the view after it."""
+    """The original run or one repair: the task runs it started (retries too) and the view after it.
+
+    ``view`` holds each task's last planned attempt; ``forced`` is an outcome imposed on the
+    whole run (cancelled, timed out, skipped) instead of the one its tasks give.
+    """
 
     repair_id: int | None
     started: float
     task_runs: list[TaskRun]
     view: dict[str, TaskRun]
+    queued_until: float = 0.0
     first_start: float = 0.0
     last_stop: float = 0.0
     end: float = 0.0
     outcome: Outcome = SUCCESS
-    cancelled: bool = False
-    timed_out: float | None = None
+    forced: Outcome | None = None
 
     def settle(self, order: list[str], leaves: set[str]) -> None:
         runs = self.task_runs or list(self.view.values())
@@ -164,29 +162,31 @@ class Epoch:
         self.first_start = min(started)
         self.last_stop = max([t.stop for t in runs] + [self.started])
         self.end = max([t.end for t in runs] + [self.started])
-        self.outcome = _run_outcome(self, order, leaves)
+        self.outcome = self.forced or _run_outcome(self, order, leaves)
 
-    def state(self, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    def shift(self, delta: float) -> None:
+        """Move the whole plan in time (a queued run whose turn comes earlier)."""
+        self.started += delta
+        self.queued_until += delta
+        self.first_start += delta
+        self.last_stop += delta
+        self.end += delta
+        for task in self.task_runs:
+            task.shift(delta)
+
+    def state(self, now: float) -> Phase:
         if now >= self.end:
             return self.outcome.state(), self.outcome.status()
         if now >= self.last_stop:
             return TERMINATING
+        if now < self.queued_until:
+            return QUEUED
         if now >= self.first_start or self.repair_id is not None:
             return RUNNING
         return PENDING
 
 
 def _run_outcome(epoch: Epoch, order: list[str], leaves: set[str]) -> Outcome:
-    if epoch.cancelled:
-        return Outcome("CANCELED", "Run cancelled.", "USER_CANCELED", "CLIENT_ERROR", user_cancelled_or_timedout=True)
-    if epoch.timed_out is not None:
-        return Outcome(
-            "TIMEDOUT",
-            f"Run timed out after {epoch.timed_out:g} seconds (timeout_seconds).",
-            "CANCELED",
-            "CLIENT_ERROR",
-            user_cancelled_or_timedout=True,
-        )
     tasks = [epoch.view[key] for key in order if key in epoch.view]
     bad = [t for t in tasks if t.result not in OK_RESULTS]
     if not bad:
@@ -214,6 +214,11 @@ def _run_outcome(epoch: Epoch, order: list[str], leaves: set[str]) -> Outcome:
     return Outcome("FAILED", f"{len(bad)} task(s) did not succeed.", "RUN_EXECUTION_ERROR", "CLIENT_ERROR")
 
 
+def page_url(base_url: str, job_id: int, run_id: int) -> str:
+    """The run page the emulator serves (Databricks' UI path ``/jobs/<job_id>/runs/<run_id>``)."""
+    return f"{base_url}/jobs/{job_id}/runs/{run_id}"
+
+
 @dataclass(eq=False)
 class RunRecord:
     run_id: int
@@ -226,7 +231,7 @@ class RunRecord:
     order: list[str]
     topo: list[str]
     timeout: float | None
-    overrides: dict[str, Any]
+    overrides: dict[str, Any] = field(default_factory=dict)
     job_parameters: list[dict[str, Any]] | None = None
     idempotency_token: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -249,18 +254,21 @@ class RunRecord:
     def stable_window(self, now: float) -> tuple[float, float]:
         """The span around ``now`` in which no phase changes, so a snapshot taken now stays exact."""
         epoch = self.current
-        times = [self.epochs[0].first_start, epoch.first_start, epoch.last_stop, epoch.end]
-        for task in epoch.view.values():
-            times += (task.ready, task.start, task.stop, task.end)
+        times = [self.epochs[0].first_start, epoch.queued_until, epoch.first_start, epoch.last_stop, epoch.end]
+        for task in (*epoch.view.values(), *epoch.task_runs):
+            times += task.times()
         before = [t for t in times if t <= now]
         after = [t for t in times if t > now]
         return (max(before) if before else float("-inf")), (min(after) if after else float("inf"))
 
-    def tasks(self) -> list[TaskRun]:
+    def tasks(self, now: float) -> list[TaskRun]:
+        """Each task's attempt as runs/get shows it at ``now``, in the run's task order."""
         view = self.current.view
-        return [view[key] for key in self.order if key in view]
+        return [view[key].shown(now) for key in self.order if key in view]
 
-    def snapshot(self, now: float, base_url: str, *, tasks: list[TaskRun] | None, history: bool) -> dict[str, Any]:
+    def snapshot(
+        self, now: float, base_url: str, *, tasks: list[TaskRun] | None, history: bool, first_page: bool = True
+    ) -> dict[str, Any]:
         epoch = self.current
         state, status = epoch.state(now)
         ended = now >= epoch.end
@@ -273,7 +281,7 @@ class RunRecord:
             "creator_user_name": self.creator,
             "run_name": self.run_name,
             "run_type": self.run_type,
-            "run_page_url": f"{base_url}/#job/{self.job_id}/run/{self.run_id}",
+            "run_page_url": page_url(base_url, self.job_id, self.run_id),
             "trigger": "ONE_TIME",
             "format": "MULTI_TASK",
             "attempt_number": 0,
@@ -286,15 +294,19 @@ class RunRecord:
             "end_time": ms(epoch.end) if ended else 0,
             "run_duration": ms(epoch.end - self.created) if ended else 0,
         }
+        queued = self.epochs[0].queued_until
+        if queued > self.created:
+            data["queue_duration"] = ms(min(now, queued) - self.created)
         if self.timeout:
             data["timeout_seconds"] = self.timeout
-        if self.job_parameters is not None:
+        # Array properties appear on the first page only; later pages carry the rest of ``tasks``.
+        if self.job_parameters is not None and first_page:
             data["job_parameters"] = self.job_parameters
         if self.overrides:
             data["overriding_parameters"] = self.overrides
         if tasks is not None:
-            data["tasks"] = [t.snapshot(now, self.job_id, base_url) for t in tasks]
-        if history:
+            data["tasks"] = [t.snapshot(now, page_url(base_url, self.job_id, t.run_id)) for t in tasks]
+        if history and first_page:
             data["repair_history"] = [self._history(e, now) for e in self.epochs]
         return data
 
@@ -306,7 +318,7 @@ class RunRecord:
             "end_time": ms(epoch.end) if now >= epoch.end else 0,
             "state": state,
             "status": status,
-            "task_run_ids": [t.run_id for t in epoch.task_runs],
+            "task_run_ids": [t.run_id for t in epoch.task_runs if t.retry_of is None or now >= t.retry_of.end],
         }
         if epoch.repair_id is not None:
             item["id"] = epoch.repair_id

@@ -17,6 +17,8 @@ IDEMPOTENCY_TOKEN_MAX = 64
 PARAMETER_MAX_BYTES = 10_000
 MAX_TASKS = 1000
 TASK_PAGE = 100  # Jobs API 2.2 pages task lists by this many
+MAX_CONCURRENT_RUNS = 1000
+RUNS_LIST_MAX = 25
 SINGLE_TASK_EXTRAS = ("new_cluster", "existing_cluster_id", "job_cluster_key", "libraries", "environment_key")
 
 # Where a task's own parameters live: (task type, field) as a map or as a list of "k=v".
@@ -35,6 +37,10 @@ TASK_LIST_PARAMS = (
 # Run-level overriding parameters (run-now, repair).
 OVERRIDE_MAPS = ("job_parameters", "notebook_params", "python_named_params", "sql_params")
 OVERRIDE_LISTS = ("python_params", "jar_params", "spark_submit_params", "dbt_commands")
+# Documented: "jar_params cannot be specified in conjunction with notebook_params".
+EXCLUSIVE_OVERRIDES = (("notebook_params", "jar_params"),)
+# Documented: these "accept only Latin characters (ASCII character set)".
+ASCII_OVERRIDES = ("python_params", "spark_submit_params")
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -126,7 +132,25 @@ def overrides(body: Mapping[str, Any]) -> dict[str, Any]:
         size = len(json.dumps(value).encode())
         if size > PARAMETER_MAX_BYTES:
             raise invalid(name, f"{size} bytes; at most {PARAMETER_MAX_BYTES} bytes are allowed")
+    for first, second in EXCLUSIVE_OVERRIDES:
+        if first in found and second in found:
+            raise invalid(second, f"{second} cannot be specified in conjunction with {first}")
+    for name in ASCII_OVERRIDES:
+        for i, item in enumerate(found.get(name) or ()):
+            if not str(item).isascii():
+                raise invalid(f"{name}[{i}]", "only ASCII characters are accepted")
     return found
+
+
+def queue_enabled(body: Mapping[str, Any]) -> bool | None:
+    """``queue.enabled`` of a job's settings or a run-now body; None when ``queue`` is absent."""
+    queue = get_map(body, "queue")
+    if queue is None:
+        return None
+    enabled = queue.get("enabled")
+    if not isinstance(enabled, bool):
+        raise invalid("queue.enabled", f"a boolean is required, got {enabled!r}")
+    return enabled
 
 
 def _pairs(items: Any) -> dict[str, str]:
@@ -213,6 +237,11 @@ def task_specs(tasks: Any, where: str = "tasks") -> tuple[dict[str, TaskSpec], l
         if run_if not in RUN_IF:
             raise invalid(f"{path}.run_if", f"expected one of {sorted(RUN_IF)}, got {run_if!r}")
         timeout = get_int(task, "timeout_seconds", minimum=0)
+        get_int(task, "max_retries", minimum=-1)
+        get_int(task, "min_retry_interval_millis", minimum=0)
+        for flag in ("disabled", "retry_on_timeout"):
+            if not isinstance(task.get(flag, False), bool):
+                raise invalid(f"{path}.{flag}", f"expected a boolean, got {task[flag]!r}")
         static = {k: v for k, v in task.items() if k not in ("task_key", "depends_on", "run_if")}
         depends = tuple(d["task_key"] for d in deps)
         if depends:

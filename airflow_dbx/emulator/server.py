@@ -35,9 +35,12 @@ class Emulator:
         host: str = "127.0.0.1",
         *,
         clock: Callable[[], float] | None = None,
+        cancel_terminating_seconds: float | None = None,
     ) -> None:
         """``clock`` (epoch seconds, default ``time.time``) lets a test step run life cycles by hand."""
         self._state = State(time_scale, clock)
+        if cancel_terminating_seconds is not None:
+            self.cancel_terminating_seconds = cancel_terminating_seconds
         self._state.credentials.pats.add(token)
         self.token = token
         self._bind = (host, port)
@@ -191,6 +194,18 @@ class Emulator:
             self._state.reset()
 
     @property
+    def cancel_terminating_seconds(self) -> float:
+        """How long a cancelled run (or task run) stays TERMINATING: clock seconds, not scaled."""
+        return self._state.engine.cancel_terminating_seconds
+
+    @cancel_terminating_seconds.setter
+    def cancel_terminating_seconds(self, value: float) -> None:
+        if value < 0:
+            raise ValueError(f"cancel_terminating_seconds must not be negative, got {value!r}")
+        with self._state.lock:
+            self._state.engine.cancel_terminating_seconds = float(value)
+
+    @property
     def time_scale(self) -> float:
         return self._state.engine.time_scale
 
@@ -211,9 +226,24 @@ class Emulator:
         status: int = 503,
         retry_after: float | None = None,
         body: Any = None,
+        *,
+        retry_after_format: str = "seconds",
     ) -> None:
-        """The next ``count`` matching requests are answered ``status`` (and ``Retry-After``) without effect."""
-        self._add("status", method, path, count, status=status, retry_after=retry_after, body=body)
+        """The next ``count`` matching requests are answered ``status`` (and ``Retry-After``) without effect.
+
+        ``retry_after_format="http-date"`` sends Retry-After as the HTTP-date ``retry_after``
+        seconds from now (RFC 7231) instead of a number of seconds.
+        """
+        self._add(
+            "status",
+            method,
+            path,
+            count,
+            status=status,
+            retry_after=retry_after,
+            body=body,
+            retry_after_format=retry_after_format,
+        )
 
     def delay_next(self, method: str, path: str, count: int = 1, seconds: float = 2.0) -> None:
         """The next ``count`` matching requests are carried out ``seconds`` late."""
@@ -227,10 +257,20 @@ class Emulator:
         """The next ``count`` matching requests take effect, then the answer is lost (or replaced by ``status``)."""
         self._add("lose_response", method, path, count, status=status)
 
-    def set_rate_limit(self, path: str | None, per_second: float | None, burst: float | None = None) -> None:
-        """429 + Retry-After beyond ``per_second``; a ``None`` path means the whole workspace, a ``None`` rate off."""
+    def set_rate_limit(
+        self,
+        path: str | None,
+        per_second: float | None,
+        burst: float | None = None,
+        *,
+        retry_after_format: str = "seconds",
+    ) -> None:
+        """429 + Retry-After beyond ``per_second``; a ``None`` path means the whole workspace, a ``None`` rate off.
+
+        ``retry_after_format="http-date"`` sends Retry-After as an HTTP-date (RFC 7231).
+        """
         with self._state.lock:
-            self._state.faults.set_rate_limit(path, per_second, burst)
+            self._state.faults.set_rate_limit(path, per_second, burst, retry_after_format)
 
     def clear_faults(self) -> None:
         with self._state.lock:

@@ -1,8 +1,10 @@
 """When each task run of a run (or of a repair) is ready, runs, stops and ends, and how.
 
 Scheduling walks the tasks in dependency order: a task is ready when its upstream tasks
-ended, is skipped when its ``run_if`` condition fails, else runs as its ``emulator_*``
-parameters say. ``cut`` stops what is unfinished at a moment (cancel, run timeout).
+ended, is skipped when it is ``disabled`` or its ``run_if`` condition fails, else runs as
+its ``emulator_*`` parameters say, and is retried (``max_retries``) while it fails. ``cut``
+stops what is unfinished at a moment (cancel, run timeout); ``replan`` moves the tasks
+downstream of a cancelled task run.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from airflow_dbx.emulator.model import (
     RUN_SETUP_SECONDS,
     TASK_PENDING_SECONDS,
     TERMINATING_SECONDS,
-    Outcome,
     TaskRun,
 )
+from airflow_dbx.emulator.states import DISABLED, Outcome
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-    from airflow_dbx.emulator.model import TaskSpec
+    from airflow_dbx.emulator.model import Epoch, TaskSpec
 
 EMULATED_RESULTS = frozenset({"SUCCESS", "FAILED", "TIMEDOUT", "CANCELED", "INTERNAL_ERROR"})
 DEFAULT_ERROR = "Workload failed, see run output for details"
+MAX_ATTEMPTS = 100  # max_retries -1 retries until an attempt succeeds, at most this many attempts
 _FAILED_LIKE = frozenset({"FAILED", "TIMEDOUT", "UPSTREAM_FAILED", "INTERNAL_ERROR"})
 
 
@@ -102,33 +105,57 @@ def schedule(
     params: Callable[[TaskSpec], dict[str, str]],
     t0: float,
     ctx: Context,
+    queued_until: float = 0.0,
 ) -> tuple[list[TaskRun], dict[str, TaskRun]]:
-    """New task runs for ``keys`` starting at ``t0``, in dependency order, over ``view``."""
+    """New task runs (retries included) for ``keys`` starting at ``t0``, in dependency order, over ``view``."""
     wanted = set(keys)
     view = dict(view)
-    created = []
+    created: list[TaskRun] = []
     setup = t0 + RUN_SETUP_SECONDS * ctx.scale
     for key in order:
         if key not in wanted:
             continue
         spec = specs[key]
-        upstream = [view[d] for d in spec.depends_on if d in view]
         previous = view.get(key)
         task = TaskRun(ctx.new_id(), spec, previous.attempt_number + 1 if previous else 0, params(spec))
-        task.ready = max([setup] + [u.end for u in upstream])
-        verdict = run_if_verdict(spec.run_if, [u.result for u in upstream])
-        if verdict is not None:
-            task.skip(verdict, task.ready)
-        else:
-            _execute(task, ctx)
-        view[key] = task
-        created.append(task)
+        task.queued_until = queued_until
+        attempts = plan(task, [view[d] for d in spec.depends_on if d in view], setup, ctx)
+        view[key] = attempts[-1]
+        created += attempts
     return created, view
 
 
-def _execute(task: TaskRun, ctx: Context) -> None:
+def plan(task: TaskRun, upstream: list[TaskRun], earliest: float, ctx: Context) -> list[TaskRun]:
+    """Times and outcome of ``task`` once its upstream tasks ended, then of its retries; every attempt."""
+    spec = task.spec
+    task.ready = max([earliest] + [u.end for u in upstream])
+    task.error = None
+    verdict = DISABLED if spec.settings.get("disabled") is True else None
+    verdict = verdict or run_if_verdict(spec.run_if, [u.result for u in upstream])
+    if verdict is not None:
+        task.skip(verdict, task.ready)
+        return [task]
+    pending = TASK_PENDING_SECONDS * ctx.scale
+    _execute(task, task.ready + pending, ctx)
+    attempts = [task]
+    retries = int(spec.settings.get("max_retries") or 0)
+    interval = int(spec.settings.get("min_retry_interval_millis") or 0) / 1000 * ctx.scale
+    while _retryable(attempts[-1], spec) and len(attempts) < MAX_ATTEMPTS and (retries < 0 or len(attempts) <= retries):
+        failed = attempts[-1]
+        retry = TaskRun(ctx.new_id(), spec, failed.attempt_number + 1, failed.params, retry_of=failed)
+        retry.ready = max(failed.end, failed.start + interval)  # WAITING_FOR_RETRY until then
+        _execute(retry, retry.ready + pending, ctx)
+        attempts.append(retry)
+    return attempts
+
+
+def _retryable(task: TaskRun, spec: TaskSpec) -> bool:
+    """Databricks retries FAILED (and INTERNAL_ERROR) attempts, TIMEDOUT ones only with ``retry_on_timeout``."""
+    return task.result == "FAILED" or (task.result == "TIMEDOUT" and spec.settings.get("retry_on_timeout") is True)
+
+
+def _execute(task: TaskRun, start: float, ctx: Context) -> None:
     scale = ctx.scale
-    start = task.ready + TASK_PENDING_SECONDS * scale
     term = TERMINATING_SECONDS * scale
     cluster = task.spec.settings.get("existing_cluster_id")
     if cluster is not None and not ctx.cluster_known(str(cluster)):
@@ -173,15 +200,72 @@ def _task_outcome(result: str, message: str) -> Outcome:
     )
 
 
-def cut(tasks: Iterable[TaskRun], at: float, running: Outcome, waiting: Outcome, term: float) -> None:
-    """Stop every task that is not done by ``at``: the running one ends ``running``, the rest ``waiting``."""
-    for task in tasks:
+def cut(
+    epoch: Epoch, at: float, *, running: Outcome, waiting: Outcome, term: float, keys: set[str] | None = None
+) -> list[TaskRun]:
+    """Stop every task run of ``epoch`` (or of ``keys``) not done by ``at``: the running one ends
+    ``running``, the rest ``waiting``; retries that had not appeared yet are dropped and returned."""
+    kept: list[TaskRun] = []
+    dropped: list[TaskRun] = []
+    for task in epoch.task_runs:
+        if keys is not None and task.task_key not in keys:
+            kept.append(task)
+            continue
+        if task.retry_of is not None and task.retry_of.end > at:
+            dropped.append(task)  # its failed attempt had not ended: that attempt is the one stopped
+            continue
+        kept.append(task)
         if task.stop <= at and task.end > task.ready:
             continue  # already ran to its end (or is terminating)
         if task.end <= at:
             continue  # a skip that already happened
+        task.queued_until = min(task.queued_until, at)
         if task.start <= at:
             task.finish(running, task.start, at, term)
         else:
             task.ready = min(task.ready, at)
             task.finish(waiting, at, at, term)
+    epoch.task_runs = kept
+    _unview(epoch, dropped)
+    return dropped
+
+
+def replan(
+    epoch: Epoch, specs: dict[str, TaskSpec], topo: list[str], *, changed: set[str], now: float, ctx: Context
+) -> tuple[list[TaskRun], list[TaskRun]]:
+    """Plan again the task runs downstream of ``changed`` keys that had not started by ``now``.
+
+    Each keeps its first attempt (and run id); its planned retries are replaced. Returns the
+    attempts dropped and the attempts added."""
+    changed = set(changed)
+    dropped: list[TaskRun] = []
+    added: list[TaskRun] = []
+    for key in topo:
+        spec = specs[key]
+        last = epoch.view.get(key)
+        if last is None or key in changed or not changed.intersection(spec.depends_on):
+            continue
+        first = last
+        while first.retry_of is not None:
+            first = first.retry_of
+        if first.start <= now or first not in epoch.task_runs:
+            continue
+        retries = [t for t in epoch.task_runs if t.task_key == key and t is not first]
+        attempts = plan(first, [epoch.view[d] for d in spec.depends_on if d in epoch.view], now, ctx)
+        epoch.task_runs = [t for t in epoch.task_runs if t not in retries] + attempts[1:]
+        epoch.view[key] = attempts[-1]
+        dropped += retries
+        added += attempts[1:]
+        changed.add(key)
+    return dropped, added
+
+
+def _unview(epoch: Epoch, dropped: list[TaskRun]) -> None:
+    if not dropped:
+        return
+    gone = set(dropped)
+    for key, last in epoch.view.items():
+        shown = last
+        while shown in gone and shown.retry_of is not None:
+            shown = shown.retry_of
+        epoch.view[key] = shown

@@ -28,6 +28,8 @@ from airflow_dbx.emulator import Emulator
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from selenium.webdriver.remote.webdriver import WebDriver
+
     from tests.browser.pages import AirflowUI
 
 ENABLED = os.environ.get("AIRFLOW_DBX_BROWSER") == "1"
@@ -183,9 +185,9 @@ def _ensure_chromium() -> None:
         assert result.returncode == 0, f"apt-get install chromium failed:\n{(result.stdout + result.stderr)[-3000:]}"
 
 
-@pytest.fixture(scope="module")
-def ui(airflow_stack: AirflowStack) -> Iterator[AirflowUI]:
-    """Headless Chromium on the stack's UI, driven by Selenium through the system chromedriver."""
+@contextlib.contextmanager
+def chromium(log: Path) -> Iterator[WebDriver]:
+    """Headless Chromium driven by Selenium through the system chromedriver; quits on exit."""
     _ensure_chromium()
     os.environ["SE_OFFLINE"] = "1"  # Selenium Manager must never try to download a driver or browser
     try:
@@ -193,8 +195,6 @@ def ui(airflow_stack: AirflowStack) -> Iterator[AirflowUI]:
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.fail("selenium is not installed: run.py adds the browser extra when AIRFLOW_DBX_BROWSER=1")
-
-    from tests.browser.pages import AirflowUI
 
     profile = tempfile.mkdtemp(prefix="dbx-chromium-")
     options = webdriver.ChromeOptions()
@@ -214,12 +214,28 @@ def ui(airflow_stack: AirflowStack) -> Iterator[AirflowUI]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(argument)
-    service = Service(CHROMEDRIVER, log_output=str(airflow_stack.home / "chromedriver.log"))
+    service = Service(CHROMEDRIVER, log_output=str(log))
     driver = webdriver.Chrome(service=service, options=options)
     try:
         driver.set_page_load_timeout(60)
         driver.set_script_timeout(30)
-        yield AirflowUI(driver, airflow_stack.url)
+        yield driver
     finally:
         driver.quit()  # also ends chromedriver and the browser
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ui(airflow_stack: AirflowStack) -> Iterator[AirflowUI]:
+    """Headless Chromium on the stack's UI."""
+    from tests.browser.pages import AirflowUI
+
+    with chromium(airflow_stack.home / "chromedriver.log") as driver:
+        yield AirflowUI(driver, airflow_stack.url)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    """Headless Chromium alone (no Airflow), for pages the emulator serves."""
+    with chromium(tmp_path_factory.mktemp("chromium") / "chromedriver.log") as driver:
+        yield driver

@@ -52,6 +52,16 @@ class Api:
             time.sleep(0.01)
 
 
+class Clock:
+    """A hand-stepped clock for ``Emulator(clock=...)``: life cycles advance only when a test says."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def notebook(**params: Any) -> dict[str, Any]:
     return {"notebook_path": "/Shared/nb", "base_parameters": {k: str(v) for k, v in params.items()}}
 

@@ -166,16 +166,29 @@ def test_payload_errors_name_the_field(api: Api) -> None:
     assert api.get("jobs/runs/get").json()["message"] == "Missing required field: run_id"
 
 
-def test_unknown_ids_are_404(api: Api) -> None:
+def test_unknown_ids_are_400_invalid_parameter_value_as_databricks_answers(api: Api) -> None:
+    # The Databricks SDK turns exactly these answers into ResourceDoesNotExist (its error overrides).
     for response in (
         api.get("jobs/runs/get", run_id=42),
         api.get("jobs/runs/get-output", run_id=42),
         api.post("jobs/runs/cancel", {"run_id": 42}),
+        api.post("jobs/runs/repair", {"run_id": 42, "rerun_all_failed_tasks": True}),
+        api.post("jobs/runs/delete", {"run_id": 42}),
+    ):
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error_code": "INVALID_PARAMETER_VALUE", "message": "Run 42 does not exist."},
+        ), response.url
+    for response in (
+        api.get("jobs/get", job_id=42),
         api.post("jobs/run-now", {"job_id": 42}),
         api.post("jobs/delete", {"job_id": 42}),
+        api.post("jobs/runs/cancel-all", {"job_id": 42}),
     ):
-        assert response.status_code == 404
-        assert response.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+        assert (response.status_code, response.json()) == (
+            400,
+            {"error_code": "INVALID_PARAMETER_VALUE", "message": "Job 42 does not exist."},
+        ), response.url
 
 
 def test_wrong_method_and_unknown_routes(emu: Emulator, api: Api) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import time
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ def test_fail_next_matches_any_version_prefix_and_custom_body(emu: Emulator) -> 
     for version in ("2.1", "2.2"):
         response = Api(emu, version).get("jobs/runs/get", run_id=1)
         assert response.status_code == 403 and response.json() == {"error_code": "PERMISSION_DENIED", "message": "no"}
-    assert Api(emu).get("jobs/runs/get", run_id=1).status_code == 404  # the real answer again
+    assert Api(emu).get("jobs/runs/get", run_id=1).status_code == 400  # the real answer again (no such run)
 
 
 def test_fail_next_only_matches_its_method_and_path(emu: Emulator, api: Api) -> None:
@@ -86,21 +87,21 @@ def test_lost_response_with_a_status_answers_it_after_acting(emu: Emulator, api:
 def test_rate_limit_answers_429_with_retry_after(emu: Emulator, api: Api) -> None:
     emu.set_rate_limit("jobs/runs/get", per_second=0.5, burst=3)
     codes = [api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)]
-    assert codes == [404, 404, 404, 429, 429]
+    assert codes == [400, 400, 400, 429, 429]
     limited = api.get("jobs/runs/get", run_id=1)
     assert limited.json()["error_code"] == "REQUEST_LIMIT_EXCEEDED"
     assert limited.headers["Retry-After"] == "2"  # one token every 2 s
     assert api.get("jobs/runs/list").status_code == 200  # other paths are not limited
     assert emu.counters["faults"]["rate_limited"] == 3
     emu.set_rate_limit("jobs/runs/get", None)
-    assert {api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)} == {404}
+    assert {api.get("jobs/runs/get", run_id=1).status_code for _ in range(5)} == {400}
 
 
 def test_rate_limit_tokens_come_back_at_the_rate(emu: Emulator, api: Api) -> None:
     emu.set_rate_limit("jobs/runs/get", per_second=5, burst=1)
-    assert api.get("jobs/runs/get", run_id=1).status_code == 404
+    assert api.get("jobs/runs/get", run_id=1).status_code == 400
     time.sleep(0.25)
-    assert api.get("jobs/runs/get", run_id=1).status_code == 404
+    assert api.get("jobs/runs/get", run_id=1).status_code == 400
 
 
 def test_workspace_rate_limit_covers_every_path(emu: Emulator, api: Api) -> None:
@@ -176,3 +177,49 @@ def test_admin_api_refuses_bad_requests(emu: Emulator) -> None:
     )
     assert session.get(url + "nothing", timeout=5).status_code == 404
     assert session.post(url + "time_scale", json={"time_scale": -1}, timeout=5).status_code == 400
+
+
+def _date_seconds_ahead(header: str) -> float:
+    """Seconds from now to a Retry-After given as an HTTP-date; fails on a number of seconds."""
+    assert not header.isdigit(), header
+    assert header.endswith(" GMT"), header  # IMF-fixdate, RFC 7231 section 7.1.1.1
+    return email.utils.parsedate_to_datetime(header).timestamp() - time.time()
+
+
+def test_retry_after_as_an_http_date(emu: Emulator, api: Api) -> None:
+    emu.fail_next("POST", "jobs/runs/submit", status=503, retry_after=30, retry_after_format="http-date")
+    response = api.post("jobs/runs/submit", SUBMIT)
+    assert response.status_code == 503
+    assert 28 < _date_seconds_ahead(response.headers["Retry-After"]) <= 31
+    assert emu.runs() == []
+    emu.set_rate_limit("jobs/runs/get", per_second=0.1, burst=1, retry_after_format="http-date")
+    api.get("jobs/runs/get", run_id=1)
+    limited = api.get("jobs/runs/get", run_id=1)
+    assert limited.status_code == 429
+    assert 8 < _date_seconds_ahead(limited.headers["Retry-After"]) <= 11  # one token every 10 s
+    with pytest.raises(ValueError, match="retry_after_format"):
+        emu.fail_next("GET", "jobs/runs/get", retry_after=1, retry_after_format="tomorrow")
+
+
+def test_admin_api_sends_retry_after_as_an_http_date(emu: Emulator, api: Api) -> None:
+    admin = Admin(emu)
+    fault = {"kind": "status", "method": "GET", "path": "jobs/runs/list", "status": 429, "retry_after": 5}
+    admin("POST", "faults", {**fault, "retry_after_format": "http-date"})
+    response = api.get("jobs/runs/list")
+    assert response.status_code == 429 and 3 < _date_seconds_ahead(response.headers["Retry-After"]) <= 6
+    admin("POST", "rate_limit", {"path": "jobs/list", "per_second": 0.2, "burst": 1, "retry_after_format": "http-date"})
+    api.get("jobs/list")
+    assert 3 < _date_seconds_ahead(api.get("jobs/list").headers["Retry-After"]) <= 6
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {emu.token}"
+    bad = session.post(f"{emu.url}/__emulator__/faults", json={**fault, "retry_after_format": "soon"}, timeout=5)
+    assert bad.status_code == 400 and "retry_after_format" in bad.json()["message"]
+
+
+def test_admin_api_sets_how_long_a_cancel_stays_terminating(emu: Emulator) -> None:
+    admin = Admin(emu)
+    assert admin("POST", "cancel_terminating_seconds", {"cancel_terminating_seconds": 2.5}) == {
+        "cancel_terminating_seconds": 2.5
+    }
+    assert emu.cancel_terminating_seconds == 2.5
+    assert admin("GET", "cancel_terminating_seconds") == {"cancel_terminating_seconds": 2.5}

@@ -6,15 +6,7 @@ import time
 
 from airflow_dbx import models
 from airflow_dbx.emulator import Emulator
-from tests.emulator.conftest import Api, notebook, task
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.emulator.conftest import Api, Clock, notebook, task
 
 
 def test_single_task_run_goes_pending_running_terminating_terminated() -> None:
@@ -49,7 +41,7 @@ def test_single_task_run_goes_pending_running_terminating_terminated() -> None:
     }
     assert run["run_type"] == "SUBMIT_RUN"
     assert run["job_id"] == run_id  # a one-time run gets a job id too
-    assert run["run_page_url"] == f"{emu.url}/#job/{run_id}/run/{run_id}"
+    assert run["run_page_url"] == f"{emu.url}/jobs/{run_id}/runs/{run_id}"
     [only] = run["tasks"]
     assert only["task_key"] == "daily_load"
     assert only["run_id"] != run_id
@@ -145,7 +137,7 @@ def test_cancel_ends_a_running_run_canceled(api: Api) -> None:
 
 
 def test_cancel_all_cancels_the_active_runs_of_one_job(emu: Emulator, api: Api) -> None:
-    job = emu.create_job({"name": "j", "tasks": [task("a", emulator_duration=1000)]})
+    job = emu.create_job({"name": "j", "max_concurrent_runs": 2, "tasks": [task("a", emulator_duration=1000)]})
     other = emu.create_job({"name": "k", "tasks": [task("a", emulator_duration=1000)]})
     runs = [api.ok(api.post("jobs/run-now", {"job_id": job}))["run_id"] for _ in range(2)]
     spared = api.ok(api.post("jobs/run-now", {"job_id": other}))["run_id"]

@@ -144,7 +144,10 @@ def test_jobs_delete_and_get(emu: Emulator, api: Api) -> None:
     assert job["settings"]["name"] == "gone" and job["job_id"] == job_id
     assert api.ok(api.post("jobs/delete", {"job_id": job_id})) == {}
     missing = api.get("jobs/get", job_id=job_id)
-    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    assert missing.status_code == 400 and missing.json() == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": f"Job {job_id} does not exist.",
+    }
 
 
 def test_runs_get_of_a_task_run_id_shows_that_task_run(api: Api) -> None:
