@@ -30,6 +30,7 @@ Every route needs the same credentials as the Jobs API; bodies and answers are J
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.emulator.app import State, json_response
@@ -56,66 +57,98 @@ async def admin(state: State, request: web.Request, route: str) -> web.Response:
 
 
 def _dispatch(state: State, request: web.Request, key: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    engine, creds = state.engine, state.credentials
-    if key == "GET health":
-        return {"ok": True, "url": engine.base_url, "time_scale": engine.time_scale}
-    if key == "POST faults":
-        kind = body.pop("kind")
-        fault = state.faults.add(kind, body.pop("method", "*"), body.pop("path"), int(body.pop("count", 1)), **body)
-        return {"fault": vars(fault)}
-    if key == "GET faults":
-        return {"faults": [vars(f) for f in state.faults.rules]}
-    if key == "DELETE faults":
-        state.faults.clear()
+    handler = _ROUTES.get(key)
+    return None if handler is None else handler(state, request, body)
+
+
+Route = Callable[[State, "web.Request", dict[str, Any]], dict[str, Any]]
+
+
+def _add_fault(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    kind = body.pop("kind")
+    fault = state.faults.add(kind, body.pop("method", "*"), body.pop("path"), int(body.pop("count", 1)), **body)
+    return {"fault": vars(fault)}
+
+
+def _set_rate_limit(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    form = body.get("retry_after_format", "seconds")
+    state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"), form)
+    return {}
+
+
+def _requests(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    since = get_int(request.query, "since", default=0, minimum=0) or 0
+    records = list(state.log)[since:]
+    return {"requests": [r._asdict() for r in records], "next": since + len(records)}
+
+
+def _runs(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    if "run_id" in request.query:
+        return state.engine.snapshot(get_int(request.query, "run_id", required=True) or 0)
+    return {"runs": state.engine.snapshots()}
+
+
+def _set_time_scale(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    state.engine.time_scale = _positive(body.get("time_scale"), "time_scale")
+    return {"time_scale": state.engine.time_scale}
+
+
+def _set_cancel_terminating(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    seconds = body.get("cancel_terminating_seconds")
+    engine = state.engine
+    engine.cancel_terminating_seconds = 0.0 if seconds == 0 else _positive(seconds, "cancel_terminating_seconds")
+    return {"cancel_terminating_seconds": engine.cancel_terminating_seconds}
+
+
+def _add_oauth_client(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
+    state.credentials.oauth_clients[_text(body, "client_id")] = Client(_text(body, "secret"), ttl)
+    return {}
+
+
+def _add_azure_client(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
+    key = (_text(body, "tenant"), _text(body, "client_id"))
+    state.credentials.azure_clients[key] = Client(_text(body, "secret"), ttl)
+    return {}
+
+
+def _done(action: Callable[[State, dict[str, Any]], Any]) -> Route:
+    """A route that acts on the state and answers ``{}``."""
+    def route(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+        action(state, body)
         return {}
-    if key == "POST rate_limit":
-        form = body.get("retry_after_format", "seconds")
-        state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"), form)
-        return {}
-    if key == "GET requests":
-        since = get_int(request.query, "since", default=0, minimum=0) or 0
-        records = list(state.log)[since:]
-        return {"requests": [r._asdict() for r in records], "next": since + len(records)}
-    if key == "GET runs":
-        if "run_id" in request.query:
-            return engine.snapshot(get_int(request.query, "run_id", required=True) or 0)
-        return {"runs": engine.snapshots()}
-    if key == "GET counters":
-        return state.counters()
-    if key == "POST reset":
-        state.reset()
-        return {}
-    if key == "GET time_scale":
-        return {"time_scale": engine.time_scale}
-    if key == "POST time_scale":
-        engine.time_scale = _positive(body.get("time_scale"), "time_scale")
-        return {"time_scale": engine.time_scale}
-    if key == "POST cancel_terminating_seconds":
-        seconds = body.get("cancel_terminating_seconds")
-        engine.cancel_terminating_seconds = 0.0 if seconds == 0 else _positive(seconds, "cancel_terminating_seconds")
-    if key in ("GET cancel_terminating_seconds", "POST cancel_terminating_seconds"):
-        return {"cancel_terminating_seconds": engine.cancel_terminating_seconds}
-    if key == "POST tokens":
-        creds.pats.add(_text(body, "token"))
-        return {}
-    if key == "POST basic_users":
-        creds.add_basic_user(_text(body, "user"), _text(body, "password"))
-        return {}
-    if key == "POST oauth_clients":
-        ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
-        creds.oauth_clients[_text(body, "client_id")] = Client(_text(body, "secret"), ttl)
-        return {}
-    if key == "POST azure_clients":
-        ttl = _positive(body.get("ttl_seconds", 3600), "ttl_seconds")
-        creds.azure_clients[(_text(body, "tenant"), _text(body, "client_id"))] = Client(_text(body, "secret"), ttl)
-        return {}
-    if key == "POST clusters":
-        engine.clusters.add(_text(body, "cluster_id"))
-        return {}
-    if key == "POST expire_oauth_tokens":
-        creds.expire_issued()
-        return {}
-    return None
+
+    return route
+
+
+_ROUTES: dict[str, Route] = {
+    "GET health": lambda state, request, body: {
+        "ok": True, "url": state.engine.base_url, "time_scale": state.engine.time_scale
+    },
+    "POST faults": _add_fault,
+    "GET faults": lambda state, request, body: {"faults": [vars(f) for f in state.faults.rules]},
+    "DELETE faults": _done(lambda state, body: state.faults.clear()),
+    "POST rate_limit": _set_rate_limit,
+    "GET requests": _requests,
+    "GET runs": _runs,
+    "GET counters": lambda state, request, body: state.counters(),
+    "POST reset": _done(lambda state, body: state.reset()),
+    "GET time_scale": lambda state, request, body: {"time_scale": state.engine.time_scale},
+    "POST time_scale": _set_time_scale,
+    "GET cancel_terminating_seconds": lambda state, request, body: {
+        "cancel_terminating_seconds": state.engine.cancel_terminating_seconds
+    },
+    "POST cancel_terminating_seconds": _set_cancel_terminating,
+    "POST tokens": _done(lambda state, body: state.credentials.pats.add(_text(body, "token"))),
+    "POST basic_users": _done(
+        lambda state, body: state.credentials.add_basic_user(_text(body, "user"), _text(body, "password"))
+    ),
+    "POST oauth_clients": _add_oauth_client,
+    "POST azure_clients": _add_azure_client,
+    "POST clusters": _done(lambda state, body: state.engine.clusters.add(_text(body, "cluster_id"))),
+    "POST expire_oauth_tokens": _done(lambda state, body: state.credentials.expire_issued()),
+}
 
 
 def _text(body: dict[str, Any], name: str) -> str:

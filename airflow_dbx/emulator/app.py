@@ -168,31 +168,9 @@ async def _serve(state: State, request: web.Request) -> web.StreamResponse:
                 state.record(request, route, 401)
             return error_response(_unauthenticated())
         user = principal
-    fault = None
-    if state.faults.active:
-        with state.lock:
-            fault = state.faults.take(method, route)
-            wait, form = (0.0, "seconds") if fault else state.faults.throttle(route)
-            if wait:
-                state.record(request, route, 429, "rate_limited")
-        if wait:
-            return json_response(
-                429,
-                {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests; slow down."},
-                {"Retry-After": retry_after_header(wait, form)},
-            )
-        if fault is not None and fault.kind == "delay":
-            # Read the body first (aiohttp keeps it for the handler): a late answer is still
-            # carried out when the client has given up meanwhile, as a slow server would.
-            await request.read()
-            await asyncio.sleep(fault.seconds)
-        elif fault is not None and fault.kind in ("status", "drop"):
-            status = fault.status if fault.kind == "status" else None
-            with state.lock:
-                state.record(request, route, status, fault.kind)
-            if status is None:
-                _drop(request)
-            return json_response(status or 500, fault.error_body(), fault.headers() or None)
+    fault, early = await _fault_before(state, request, method, route) if state.faults.active else (None, None)
+    if early is not None:
+        return early
     response = await (
         _api(state, request, method=method, version=match.group(1), route=route, user=user)
         if match
@@ -207,6 +185,33 @@ async def _serve(state: State, request: web.Request) -> web.StreamResponse:
     with state.lock:
         state.record(request, route, response.status, fault.kind if fault else None)
     return response
+
+
+async def _fault_before(
+    state: State, request: web.Request, method: str, route: str
+) -> tuple[Any, web.StreamResponse | None]:
+    """The fault armed for this request, and the answer it gives instead of the API's, if any."""
+    with state.lock:
+        fault = state.faults.take(method, route)
+        wait, form = (0.0, "seconds") if fault else state.faults.throttle(route)
+        if wait:
+            state.record(request, route, 429, "rate_limited")
+    if wait:
+        body = {"error_code": "REQUEST_LIMIT_EXCEEDED", "message": "Too many requests; slow down."}
+        return None, json_response(429, body, {"Retry-After": retry_after_header(wait, form)})
+    if fault is not None and fault.kind == "delay":
+        # Read the body first (aiohttp keeps it for the handler): a late answer is still
+        # carried out when the client has given up meanwhile, as a slow server would.
+        await request.read()
+        await asyncio.sleep(fault.seconds)
+    elif fault is not None and fault.kind in ("status", "drop"):
+        status = fault.status if fault.kind == "status" else None
+        with state.lock:
+            state.record(request, route, status, fault.kind)
+        if status is None:
+            _drop(request)
+        return fault, json_response(status or 500, fault.error_body(), fault.headers() or None)
+    return fault, None
 
 
 async def _api(state: State, request: web.Request, *, method: str, version: str, route: str, user: str) -> web.Response:

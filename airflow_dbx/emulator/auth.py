@@ -41,21 +41,27 @@ class Credentials:
         scheme = scheme.lower()
         value = value.strip()
         if scheme == "bearer":
-            if value in self.pats:
-                return "emulator-user@example.com"
-            issued = self.issued.get(value)
-            if issued is not None and time.monotonic() < issued[1]:
-                return issued[0]
-            return None
+            return self._bearer(value)
         if scheme == "basic":
-            cached = self._basic_cache.get(value)
-            if cached is not None:
-                return cached
-            user = _check_basic(value, self.basic)
-            if user is not None:
-                self._basic_cache[value] = user
-            return user
+            return self._basic(value)
         return None
+
+    def _bearer(self, token: str) -> str | None:
+        if token in self.pats:
+            return "emulator-user@example.com"
+        issued = self.issued.get(token)
+        if issued is not None and time.monotonic() < issued[1]:
+            return issued[0]
+        return None
+
+    def _basic(self, value: str) -> str | None:
+        cached = self._basic_cache.get(value)
+        if cached is not None:
+            return cached
+        user = _check_basic(value, self.basic)
+        if user is not None:
+            self._basic_cache[value] = user
+        return user
 
     def add_basic_user(self, user: str, password: str) -> None:
         self.basic[user] = password

@@ -108,6 +108,9 @@ class TaskRun:
             return TERMINATING
         if now >= self.start:
             return RUNNING
+        return self._before_start(now)
+
+    def _before_start(self, now: float) -> Phase:
         if now < self.queued_until:
             return QUEUED
         if now >= self.ready:

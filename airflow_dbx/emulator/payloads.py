@@ -128,6 +128,11 @@ def overrides(body: Mapping[str, Any]) -> dict[str, Any]:
     for name in OVERRIDE_LISTS:
         if (items := get_list(body, name)) is not None:
             found[name] = items
+    _check_overrides(found)
+    return found
+
+
+def _check_overrides(found: Mapping[str, Any]) -> None:
     for name, value in found.items():
         size = len(json.dumps(value).encode())
         if size > PARAMETER_MAX_BYTES:
@@ -139,7 +144,6 @@ def overrides(body: Mapping[str, Any]) -> dict[str, Any]:
         for i, item in enumerate(found.get(name) or ()):
             if not str(item).isascii():
                 raise invalid(f"{name}[{i}]", "only ASCII characters are accepted")
-    return found
 
 
 def queue_enabled(body: Mapping[str, Any]) -> bool | None:
@@ -216,43 +220,51 @@ def task_specs(tasks: Any, where: str = "tasks") -> tuple[dict[str, TaskSpec], l
         raise invalid(where, f"at most {MAX_TASKS} tasks are allowed, got {len(tasks)}")
     specs: dict[str, TaskSpec] = {}
     for i, task in enumerate(tasks):
-        path = f"{where}[{i}]"
-        if not isinstance(task, dict):
-            raise invalid(path, f"expected a task object, got {type(task).__name__}")
-        key = task.get("task_key")
-        if not isinstance(key, str) or not re.fullmatch(r"[\w\-.]{1,100}", key):
-            raise invalid(f"{path}.task_key", f"expected 1-100 letters, digits, '-', '_' or '.', got {key!r}")
-        if key in specs:
-            raise invalid(f"{path}.task_key", f"duplicate task key {key!r}")
-        if task.get("new_cluster") is not None and task.get("existing_cluster_id") is not None:
-            raise invalid(f"{path}.new_cluster", "give either new_cluster or existing_cluster_id, not both")
-        if not any(is_task_type(k) for k in task):
-            raise invalid(path, f"task {key!r} has no task type (such as notebook_task)")
-        deps = task.get("depends_on") or []
-        if not isinstance(deps, list) or not all(
-            isinstance(d, dict) and isinstance(d.get("task_key"), str) for d in deps
-        ):
-            raise invalid(f"{path}.depends_on", 'expected an array of {"task_key": ...} objects')
-        run_if = task.get("run_if") or "ALL_SUCCESS"
-        if run_if not in RUN_IF:
-            raise invalid(f"{path}.run_if", f"expected one of {sorted(RUN_IF)}, got {run_if!r}")
-        timeout = get_int(task, "timeout_seconds", minimum=0)
-        get_int(task, "max_retries", minimum=-1)
-        get_int(task, "min_retry_interval_millis", minimum=0)
-        for flag in ("disabled", "retry_on_timeout"):
-            if not isinstance(task.get(flag, False), bool):
-                raise invalid(f"{path}.{flag}", f"expected a boolean, got {task[flag]!r}")
-        static = {k: v for k, v in task.items() if k not in ("task_key", "depends_on", "run_if")}
-        depends = tuple(d["task_key"] for d in deps)
-        if depends:
-            static["depends_on"] = [{"task_key": d} for d in depends]
-        static["run_if"] = run_if
-        specs[key] = TaskSpec(key, task, depends, run_if, float(timeout) if timeout else None, static)
+        spec = _task_spec(task, f"{where}[{i}]")
+        if spec.key in specs:
+            raise invalid(f"{where}[{i}].task_key", f"duplicate task key {spec.key!r}")
+        specs[spec.key] = spec
     for i, spec in enumerate(specs.values()):
         for dep in spec.depends_on:
             if dep not in specs:
                 raise invalid(f"{where}[{i}].depends_on", f"task {spec.key!r} depends on unknown task {dep!r}")
     return specs, list(specs), _topological(specs, where)
+
+
+def _task_spec(task: Any, path: str) -> TaskSpec:
+    if not isinstance(task, dict):
+        raise invalid(path, f"expected a task object, got {type(task).__name__}")
+    key = task.get("task_key")
+    if not isinstance(key, str) or not re.fullmatch(r"[\w\-.]{1,100}", key):
+        raise invalid(f"{path}.task_key", f"expected 1-100 letters, digits, '-', '_' or '.', got {key!r}")
+    if task.get("new_cluster") is not None and task.get("existing_cluster_id") is not None:
+        raise invalid(f"{path}.new_cluster", "give either new_cluster or existing_cluster_id, not both")
+    if not any(is_task_type(k) for k in task):
+        raise invalid(path, f"task {key!r} has no task type (such as notebook_task)")
+    deps = task.get("depends_on") or []
+    if not isinstance(deps, list) or not all(isinstance(d, dict) and isinstance(d.get("task_key"), str) for d in deps):
+        raise invalid(f"{path}.depends_on", 'expected an array of {"task_key": ...} objects')
+    run_if = task.get("run_if") or "ALL_SUCCESS"
+    if run_if not in RUN_IF:
+        raise invalid(f"{path}.run_if", f"expected one of {sorted(RUN_IF)}, got {run_if!r}")
+    timeout = _check_retry_fields(task, path)
+    static = {k: v for k, v in task.items() if k not in ("task_key", "depends_on", "run_if")}
+    depends = tuple(d["task_key"] for d in deps)
+    if depends:
+        static["depends_on"] = [{"task_key": d} for d in depends]
+    static["run_if"] = run_if
+    return TaskSpec(key, task, depends, run_if, float(timeout) if timeout else None, static)
+
+
+def _check_retry_fields(task: Mapping[str, Any], path: str) -> int | None:
+    """The task's timeout_seconds, once its timeout and retry fields are checked."""
+    timeout = get_int(task, "timeout_seconds", minimum=0)
+    get_int(task, "max_retries", minimum=-1)
+    get_int(task, "min_retry_interval_millis", minimum=0)
+    for flag in ("disabled", "retry_on_timeout"):
+        if not isinstance(task.get(flag, False), bool):
+            raise invalid(f"{path}.{flag}", f"expected a boolean, got {task[flag]!r}")
+    return timeout
 
 
 def _topological(specs: dict[str, TaskSpec], where: str) -> list[str]:
