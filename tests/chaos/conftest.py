@@ -1,6 +1,6 @@
 """Options, fixtures and the end-of-run report of the chaos suite.
 
-    pytest tests/chaos                      # 200 seeded scenarios (CHAOS_SCENARIOS=N for another count)
+    pytest tests/chaos                      # 300 seeded scenarios (CHAOS_SCENARIOS=N for another count)
     pytest tests/chaos --chaos-long         # 5,000
     CHAOS_SEED=137 pytest tests/chaos       # one scenario alone, to replay a failure
     CHAOS_FIRST_SEED=10000 pytest tests/chaos   # other seeds than 0..N-1
@@ -21,7 +21,7 @@ from tests.chaos import driver
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-DEFAULT_SCENARIOS = 200
+DEFAULT_SCENARIOS = 300
 LONG_SCENARIOS = 5000
 BATCH = 50
 WORKERS = 8

@@ -51,8 +51,21 @@ class TryContext(dict):  # type: ignore[type-arg]
     task instance in sequence instead, as the scheduler would after a worker died.
     """
 
-    def __init__(self, try_number: int = 1, *, task_id: str = "t", run_id: str = "manual__1") -> None:
-        ti = _TaskInstance(task_id=task_id, run_id=run_id, try_number=try_number)
+    def __init__(
+        self,
+        try_number: int = 1,
+        *,
+        task_id: str = "t",
+        run_id: str = "manual__1",
+        max_tries: int | None = None,
+        map_index: int = -1,
+        started_now: bool = False,
+    ) -> None:
+        ti = _TaskInstance(task_id=task_id, run_id=run_id, try_number=try_number, map_index=map_index)
+        if max_tries is not None:
+            ti.max_tries = max_tries
+        if started_now:  # the caller waited a real retry delay between tries
+            ti.start_date = datetime.datetime.now(datetime.timezone.utc)
         super().__init__(ti=ti, task_instance=ti)
 
     @property
@@ -61,11 +74,13 @@ class TryContext(dict):  # type: ignore[type-arg]
 
 
 class _TaskInstance:
-    def __init__(self, *, task_id: str, run_id: str, try_number: int) -> None:
+    max_tries: int
+
+    def __init__(self, *, task_id: str, run_id: str, try_number: int, map_index: int = -1) -> None:
         self.dag_id = "tests"
         self.task_id = task_id
         self.run_id = run_id
-        self.map_index = -1
+        self.map_index = map_index
         self.try_number = try_number
         # A retry starts after Airflow's retry delay; move its start on rather than sleep.
         delay = datetime.timedelta(seconds=30 * (try_number - 1))
