@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
 import pytest
+import tenacity
 
 from airflow_dbx import compat
+from airflow_dbx._http.retry_args import encode as encode_retry_args
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import final_state
@@ -33,12 +36,15 @@ class _DeferredTaskInstance:
 
 
 def test_serialises_to_plain_kwargs_that_rebuild_it(emulator) -> None:
+    retry_args = encode_retry_args({"stop": tenacity.stop_after_attempt(2), "reraise": True}, "retry_args")
     trigger = DatabricksRunTrigger(run_id=5, polling_period_seconds=7, deadline=123.0, run_page_url="u",
-                                   retry_args={"stop_after_attempt": 2})
+                                   retry_args=retry_args)
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_dbx.trigger.DatabricksRunTrigger"
+    assert json.loads(json.dumps(kwargs)) == kwargs  # plain JSON all through
     rebuilt = DatabricksRunTrigger(**kwargs)
     assert rebuilt.serialize() == (classpath, kwargs)
+    assert rebuilt._hook()._api.policy.overrides["stop"].max_attempt_number == 2
 
 
 def test_one_event_with_the_outcome(emulator) -> None:
