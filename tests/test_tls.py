@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cryptography import x509  # Airflow depends on it: the TLS proof never silently skips
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from airflow_dbx import errors, models
 from airflow_dbx._http import pool
@@ -28,11 +32,6 @@ from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TaskDeferred, TryContext
-
-x509 = pytest.importorskip("cryptography.x509")
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

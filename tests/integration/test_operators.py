@@ -56,8 +56,8 @@ class TestParseTimeValidation:
         with pytest.raises(errors.PayloadError, match=message):
             make()
 
-    def test_values_known_only_at_run_time_are_checked_then(self) -> None:
-        with DAG("parse_time", schedule=None):
+    def test_values_known_only_at_run_time_are_checked_then(self, emulator, try_context) -> None:
+        with DAG("parse_time", schedule=None) as dag:
             run_now(task_id="a", job_id="{{ params.job }}", notebook_params="{{ params.nb }}")
             submit(task_id="b", json="{{ var.json.body }}")
             submit(task_id="c", json="body.json")
@@ -67,6 +67,14 @@ class TestParseTimeValidation:
                 return NOTEBOOK
 
             submit(task_id="d", notebook_task=spec(), existing_cluster_id=CLUSTER)
+        # Parsing accepted them as they are; once rendered, a bad value fails with its field named.
+        assert sorted(dag.task_dict) == ["a", "b", "c", "d", "spec"]
+        assert dag.task_dict["a"].job_id == "{{ params.job }}"
+        rendered = run_now(task_id="a2", job_id="{{ params.job }}")
+        rendered.job_id = "not-a-number"  # what Airflow's rendering put in its place
+        with pytest.raises(errors.PayloadError, match="job_id: expected an integer job id, got 'not-a-number'"):
+            rendered.execute(try_context())
+        assert emulator.runs() == []
 
 
 class TestPayload:
@@ -103,7 +111,7 @@ class TestPayload:
             {"task_key": "only", "existing_cluster_id": CLUSTER, "notebook_task": {"notebook_path": "/nb"}}]})
         run = emulator.run(run_now(job_name="nightly").execute(try_context()))
         assert run["job_id"] == job_id
-        with pytest.raises(Exception, match="'missing'"):
+        with pytest.raises(errors.PayloadError, match="job_name: no Databricks job is named 'missing'"):
             run_now(job_name="missing").execute(try_context())
 
 
