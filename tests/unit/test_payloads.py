@@ -86,8 +86,23 @@ class TestValidation:
             payloads.validate_run_now(payload)
 
     def test_unrendered_values_pass_structural_checks(self) -> None:
-        payloads.validate_run_now({"job_id": payloads.UNRENDERED, "notebook_params": payloads.UNRENDERED})
-        payloads.validate_submit({"tasks": payloads.UNRENDERED})
+        # The same shapes with literal values are refused; stand-ins for later values are not.
+        with pytest.raises(errors.PayloadError, match="job_id"):
+            payloads.validate_run_now({"job_id": "x", "notebook_params": {}})
+        with pytest.raises(errors.PayloadError, match="tasks"):
+            payloads.validate_submit({"tasks": []})
+        assert payloads.validate_run_now({"job_id": payloads.UNRENDERED, "notebook_params": payloads.UNRENDERED}) is None
+        assert payloads.validate_submit({"tasks": payloads.UNRENDERED}) is None
+
+    def test_check_literals_skips_what_is_not_known_yet_and_refuses_the_rest(self) -> None:
+        seen: list[dict] = []
+        payloads.check_literals({"job_id": 1}, {"notebook_params": "{{ params.p }}"}, seen.append)
+        assert seen == [{"job_id": 1, "notebook_params": payloads.UNRENDERED}]
+        with pytest.raises(errors.PayloadError, match="job_id"):
+            payloads.check_literals(None, {"job_id": "abc"}, payloads.validate_run_now)
+        seen.clear()
+        payloads.check_literals("{{ var.json.body }}", {}, seen.append)
+        assert seen == []
 
     @pytest.mark.parametrize("value", [0, -1, "5", None, True])
     def test_positive(self, value: object) -> None:
