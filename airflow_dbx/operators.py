@@ -223,6 +223,8 @@ class DatabricksRunOperatorBase(BaseOperator):
             self._hook().cancel_run(self._run_id)
         except DatabricksError as exc:  # the task's own error is the one to report
             log.error("Could not cancel Databricks run %s: %s", self._run_id, exc)
+            return  # still known: Airflow's on_kill after a timeout tries once more
+        self._run_id = None
 
     def _post(self, hook: DatabricksHook, body: dict[str, Any]) -> int:
         self._in_flight = body

@@ -42,6 +42,15 @@ def test_each_retryable_status_is_retried(emulator_conn, run_id, call, status) -
     assert runs_get_statuses(emulator_conn) == [status, 200]
 
 
+def test_retry_after_as_an_http_date_is_honoured(emulator_conn, run_id, call) -> None:
+    # The date has a resolution of one second, rounded up by the emulator: at least 1 s away.
+    emulator_conn.fail_next("GET", "jobs/runs/get", status=429, retry_after=1.5, retry_after_format="http-date")
+    call(DatabricksHook(retry_delay=0.01), "get_run_state", run_id)
+    gets = [r for r in emulator_conn.requests if r.path == RUNS_GET]
+    assert [r.status for r in gets] == [429, 200]
+    assert gets[1].time - gets[0].time >= 1.0
+
+
 def test_retry_after_is_honoured(emulator_conn, run_id, call) -> None:
     emulator_conn.fail_next("GET", "jobs/runs/get", status=429, retry_after=1)
     started = time.monotonic()

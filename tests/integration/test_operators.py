@@ -10,8 +10,10 @@ import pytest
 from airflow.sdk import DAG, task
 
 from airflow_dbx import errors, models
+from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
+from tests import oracle
 from tests.integration.conftest import TaskDeferred, final_state
 
 NOTEBOOK = {"notebook_path": "/Shared/nb", "base_parameters": {"emulator_duration": 1}}
@@ -113,6 +115,26 @@ class TestPayload:
         assert run["job_id"] == job_id
         with pytest.raises(errors.PayloadError, match="job_name: no Databricks job is named 'missing'"):
             run_now(job_name="missing").execute(try_context())
+
+
+class TestCancelPreviousRuns:
+    def test_the_first_try_cancels_the_jobs_active_runs_and_a_retry_keeps_its_own(
+        self, emulator, try_context
+    ) -> None:
+        job_id = emulator.create_job({"name": "exclusive", "max_concurrent_runs": 5, "tasks": [
+            {"task_key": "only", "existing_cluster_id": CLUSTER,
+             "notebook_task": {"notebook_path": "/nb", "base_parameters": {"emulator_duration": 600}}}]})
+        earlier = DatabricksHook().run_now({"job_id": job_id})
+        op = run_now(job_id=job_id, cancel_previous_runs=True, wait_for_termination=False)
+        mine = op.execute(try_context())
+        assert mine != earlier
+        assert oracle.result(oracle.finished(emulator, earlier)) == "CANCELED"
+        assert oracle.life_cycle(emulator.run(mine)) in {"PENDING", "RUNNING", "QUEUED"}
+        again = run_now(job_id=job_id, cancel_previous_runs=True, wait_for_termination=False)
+        assert again.execute(try_context(2)) == mine  # the retry reattaches, and cancels nothing
+        assert oracle.life_cycle(emulator.run(mine)) in {"PENDING", "RUNNING"}
+        cancel_alls = [r for r in emulator.requests if r.path.endswith("jobs/runs/cancel-all")]
+        assert len(cancel_alls) == 1
 
 
 class TestExactlyOnce:

@@ -23,7 +23,7 @@ DAG_ID = "dbx_tries"
 REFUSED = {"error_code": "PERMISSION_DENIED", "message": "the token lost its grant"}
 
 
-def dag_file(folder: Path, *, retries: int, fail: bool = False, repair: bool = False) -> None:
+def dag_file(folder: Path, *, retries: int, fail: bool = False, repair: bool = False, extra: str = "") -> None:
     params: dict[str, Any] = {"emulator_duration": 20 if fail else 80}
     if fail:
         params.update(emulator_result="FAILED", emulator_error="ValueError: bad rows")
@@ -35,7 +35,7 @@ def dag_file(folder: Path, *, retries: int, fail: bool = False, repair: bool = F
         with DAG("{DAG_ID}", schedule=None, start_date=datetime.datetime(2026, 1, 1)):
             DatabricksSubmitRunOperator(
                 task_id="run", retries={retries}, retry_delay=datetime.timedelta(seconds=2),
-                polling_period_seconds=0.5, databricks_retry_limit=1, repair_on_retry={repair},
+                polling_period_seconds=0.5, databricks_retry_limit=1, repair_on_retry={repair}, {extra}
                 tasks=[{{"task_key": "a", "existing_cluster_id": "emulator-c",
                         "notebook_task": {{"notebook_path": "/nb", "base_parameters": {params!r}}}}}],
             )
@@ -99,3 +99,14 @@ def test_repair_on_retry_reruns_the_failed_run_instead(folder: Path, emulator: A
     repairs = [r for r in run.get("repair_history", ()) if r.get("type") == "REPAIR"]
     assert len(repairs) == 1, run.get("repair_history")
     assert oracle.result(run) == "FAILED"
+
+
+def test_an_execution_timeout_in_the_worker_cancels_the_run(folder: Path, emulator: Any) -> None:
+    dag_file(folder, retries=0, extra="execution_timeout=datetime.timedelta(seconds=3),")
+    result = dags_test(folder)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "AirflowTaskTimeout" in output, output[-3000:]
+    (run,) = emulator.runs()
+    assert oracle.result(oracle.finished(emulator, run["run_id"])) == "CANCELED"
+    assert cancels(emulator) == 1
