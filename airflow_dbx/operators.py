@@ -194,11 +194,6 @@ class DatabricksRunOperatorBase(BaseOperator):
         return report_outcome(context, event, push=self.do_xcom_push)
 
     def on_kill(self) -> None:
-        hook = self._hook()
-        if self._run_id is None and self._in_flight is not None:
-            # Killed while the POST was in flight: sent again, the same token names the run it
-            # started, or starts the run here, to be cancelled at once.
-            self._run_id = self.post(hook, self._in_flight)
         self._cancel("Task killed")
 
     @contextlib.contextmanager
@@ -216,15 +211,21 @@ class DatabricksRunOperatorBase(BaseOperator):
             raise
 
     def _cancel(self, why: str) -> None:
-        if self._run_id is None:
-            return
-        log.warning("%s: cancelling Databricks run %s", why, self._run_id)
+        """Cancel this try's run; a failed cancel is logged (the task's own error is the one to report)."""
+        hook = self._hook()
         try:
-            self._hook().cancel_run(self._run_id)
-        except DatabricksError as exc:  # the task's own error is the one to report
-            log.error("Could not cancel Databricks run %s: %s", self._run_id, exc)
+            if self._run_id is None and self._in_flight is not None:
+                # The POST went out and its answer never came: sent again, the same token names
+                # the run it started, or starts the run here, to be cancelled at once.
+                self._run_id = self.post(hook, self._in_flight)
+            if self._run_id is None:
+                return
+            log.warning("%s: cancelling Databricks run %s", why, self._run_id)
+            hook.cancel_run(self._run_id)
+        except DatabricksError as exc:
+            log.error("%s, but its Databricks run could not be cancelled: %s", why, exc)
             return  # still known: Airflow's on_kill after a timeout tries once more
-        self._run_id = None
+        self._run_id = self._in_flight = None
 
     def _post(self, hook: DatabricksHook, body: dict[str, Any]) -> int:
         self._in_flight = body

@@ -162,4 +162,7 @@ class DatabricksRunTrigger(BaseTrigger):
             log.info("Trigger for Databricks run %s stopped; the task still waits, so the run goes on", self.run_id)
             return
         log.info("Task left its deferral (state %s); cancelling Databricks run %s", state, self.run_id)
-        await self._hook().a_cancel_run(self.run_id)
+        try:
+            await self._hook().a_cancel_run(self.run_id)
+        except DatabricksError as exc:  # nothing is left to report it to but the log
+            log.error("Could not cancel Databricks run %s: %s", self.run_id, exc)
