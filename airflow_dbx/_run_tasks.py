@@ -57,6 +57,15 @@ def publish_run(context: Context, run: Run, *, push: bool) -> None:
         ti.xcom_push(key=XCOM_RUN_PAGE_URL, value=run.run_page_url)
 
 
+def retry_args_for_trigger(retry_args: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``databricks_retry_args`` in the JSON form a trigger carries (PayloadError if they have none)."""
+    if not retry_args:
+        return None
+    from airflow_dbx._http.retry_args import encode  # only DAGs that set retry_args load it
+
+    return encode(retry_args, "databricks_retry_args")
+
+
 def another_try_will_come(task: Any, ti: Any) -> bool:
     """Whether Airflow runs the task again after this try fails (``max_tries`` grows when it is cleared)."""
     max_tries = getattr(ti, "max_tries", None)

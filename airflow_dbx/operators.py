@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import payloads
-from airflow_dbx._http.retry_args import encode as encode_retry_args
 from airflow_dbx._run_tasks import (
     XCOM_JOB_ID,
     XCOM_NOTEBOOK_OUTPUT,
@@ -27,13 +26,13 @@ from airflow_dbx._run_tasks import (
     publish_run,
     raise_if_lost,
     report_outcome,
+    retry_args_for_trigger,
 )
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger
-from airflow_dbx.waiting import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -107,7 +106,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         if databricks_retry_args is not None:
             payloads.check_retry_args(databricks_retry_args, "databricks_retry_args")
             if deferrable:
-                encode_retry_args(databricks_retry_args, "databricks_retry_args")  # refused now, not in the triggerer
+                retry_args_for_trigger(databricks_retry_args)  # refused now, not in the triggerer
         self.json = json
         self.databricks_conn_id = databricks_conn_id
         self.polling_period_seconds = polling_period_seconds
@@ -260,7 +259,7 @@ class DatabricksRunOperatorBase(BaseOperator):
                 polling_period_seconds=self.polling_period_seconds,
                 retry_limit=self.databricks_retry_limit,
                 retry_delay=self.databricks_retry_delay,
-                retry_args=encode_retry_args(self.databricks_retry_args or {}, "databricks_retry_args") or None,
+                retry_args=retry_args_for_trigger(self.databricks_retry_args),
                 deadline=deadline,
                 run_page_url=run.run_page_url,
                 allow_success_with_failures=self.allow_success_with_failures,
@@ -270,6 +269,8 @@ class DatabricksRunOperatorBase(BaseOperator):
         )
 
     def _wait(self, hook: DatabricksHook, run: Run) -> Run:
+        from airflow_dbx.waiting import Watcher
+
         started = run.attempt_start_time / 1000
         waited = max(time.time() - started, 0.0) if started else 0.0
         ended = hook.wait_for_run(run.run_id, Watcher(self.polling_period_seconds, waited=waited))

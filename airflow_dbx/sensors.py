@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from airflow_dbx._http.retry_args import encode as encode_retry_args
-from airflow_dbx._run_tasks import DatabricksRunLink, hook_for, publish_run, raise_if_lost, report_outcome
+from airflow_dbx._run_tasks import (
+    DatabricksRunLink,
+    hook_for,
+    publish_run,
+    raise_if_lost,
+    report_outcome,
+    retry_args_for_trigger,
+)
 from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.errors import DatabricksRunFailed, PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
@@ -77,7 +83,7 @@ class DatabricksRunSensor(BaseSensorOperator):
         if databricks_retry_args is not None:
             check_retry_args(databricks_retry_args, "databricks_retry_args")
             if deferrable:
-                encode_retry_args(databricks_retry_args, "databricks_retry_args")  # refused now, not in the triggerer
+                retry_args_for_trigger(databricks_retry_args)  # refused now, not in the triggerer
         if is_literal(run_id):
             _run_id_of(run_id)
         self.run_id = run_id
@@ -103,7 +109,7 @@ class DatabricksRunSensor(BaseSensorOperator):
                     polling_period_seconds=self.poke_interval,
                     retry_limit=self.databricks_retry_limit,
                     retry_delay=self.databricks_retry_delay,
-                    retry_args=encode_retry_args(self.databricks_retry_args or {}, "databricks_retry_args") or None,
+                    retry_args=retry_args_for_trigger(self.databricks_retry_args),
                     run_page_url=run.run_page_url,
                     allow_success_with_failures=self.allow_success_with_failures,
                     waiting_since=run.start_time / 1000 or None,

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
-from airflow_dbx._http.retry_args import decode as decode_retry_args
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
-from airflow_dbx.waiting import Watcher
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
@@ -97,7 +95,9 @@ class DatabricksRunTrigger(BaseTrigger):
         )
 
     def _hook(self) -> DatabricksHook:
-        from airflow_dbx.hook import DatabricksHook  # the operators import this module at parse time
+        # Imported here: the operators import this module at parse time, DAG files need neither.
+        from airflow_dbx._http.retry_args import decode as decode_retry_args
+        from airflow_dbx.hook import DatabricksHook
 
         retrying = (self.retry_limit, self.retry_delay, decode_retry_args(self.retry_args))
         return DatabricksHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
@@ -118,6 +118,8 @@ class DatabricksRunTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
+        from airflow_dbx.waiting import Watcher
+
         watcher = Watcher(
             self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.deadline
         )
