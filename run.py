@@ -39,7 +39,7 @@ def environment(line: str) -> Path:
         venv.create(env, with_pip=True)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     subprocess.run([*pip, "--upgrade", "pip", "setuptools", "wheel"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test]", spec], check=True, cwd=ROOT)
+    subprocess.run([*pip, "-e", f"{ROOT}[test,emulator]", spec], check=True, cwd=ROOT)
     stamp.write_text(wanted)
     return env
 
