@@ -27,6 +27,7 @@ from airflow_dbx._run_tasks import (
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
+from airflow_dbx.sql_operators import DatabricksSQLStatementsOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
 from airflow_dbx.waiting import Watcher
 
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksRunLink",
-    "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSubmitRunOperator", "is_literal",
+    "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSQLStatementsOperator",
+    "DatabricksSubmitRunOperator", "is_literal",
 ]
 
 log = logging.getLogger(__name__)

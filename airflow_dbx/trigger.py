@@ -1,4 +1,4 @@
-"""DatabricksRunTrigger: waits in the triggerer for a run to end, holding no worker slot."""
+"""Triggers: wait in the triggerer for a run or a SQL statement to end, holding no worker slot."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
 
     from airflow_dbx.hook import DatabricksHook
+    from airflow_dbx.sql_hook import DatabricksSqlHook
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,67 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
     await asyncio.shield(task)
 
 
-class DatabricksRunTrigger(BaseTrigger):
+class _CancellingTrigger(BaseTrigger):
+    """Waits for one thing its task started, and cancels it when the task is stopped.
+
+    Subclasses say what they wait for (``_wait``), how to cancel it (``_cancel``) and how to
+    name it in the log (``subject``).
+    """
+
+    cancel_on_kill: bool
+
+    @property
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            event = await self._wait()
+        except asyncio.CancelledError:
+            if not compat.TRIGGER_HAS_ON_KILL:
+                await _finish_even_if_cancelled(self._cancel_if_task_left())
+            raise
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def _cancel(self) -> None:
+        raise NotImplementedError
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
+        await _finish_even_if_cancelled(self._cancel_if_task_left(assume_left=True))
+
+    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
+        """Cancel, unless the task instance is still deferred on what this trigger waits for.
+
+        A triggerer that restarts or hands the trigger to another triggerer also cancels
+        this coroutine; the task instance is then still ``deferred`` and the work must go on.
+        A trigger made with ``cancel_on_kill=False`` (a sensor's: its task did not start the
+        work) never cancels.
+        """
+        subject = self.subject
+        if not self.cancel_on_kill:
+            log.info("Stopped watching Databricks %s; it goes on (this task did not start it)", subject)
+            return
+        ti = getattr(self, "task_instance", None)
+        state: str | None = "unknown"
+        if ti is not None:
+            try:
+                state = await asyncio.to_thread(
+                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
+                )
+            except Exception as exc:
+                log.warning("Could not read the task's state (%s)", type(exc).__name__)
+        if state == "deferred" or (state == "unknown" and not assume_left):
+            log.info("Trigger for Databricks %s stopped; the task still waits, so it goes on", subject)
+            return
+        log.info("Task left its deferral (state %s); cancelling Databricks %s", state, subject)
+        await self._cancel()
+
+
+class DatabricksRunTrigger(_CancellingTrigger):
     """Poll one Databricks run until it ends and fire one event with its outcome.
 
     The event payload is the run's summary (``airflow_dbx.outcome.summarise_run``), or
@@ -97,17 +158,15 @@ class DatabricksRunTrigger(BaseTrigger):
         retrying = (self.retry_limit, self.retry_delay, self.retry_args)
         return DatabricksHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        hook = self._hook()
-        try:
-            event = await self._wait(hook)
-        except asyncio.CancelledError:
-            if not compat.TRIGGER_HAS_ON_KILL:
-                await _finish_even_if_cancelled(self._cancel_if_task_left())
-            raise
-        yield TriggerEvent(event)
+    @property
+    def subject(self) -> str:
+        return f"run {self.run_id}"
 
-    async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
+    async def _cancel(self) -> None:
+        await self._hook().a_cancel_run(self.run_id)
+
+    async def _wait(self) -> dict[str, Any]:
+        hook = self._hook()
         watcher = Watcher(
             self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.deadline
         )
@@ -124,32 +183,75 @@ class DatabricksRunTrigger(BaseTrigger):
         await hook.a_cancel_run(self.run_id)
         return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}
 
-    async def on_kill(self) -> None:
-        """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
-        await _finish_even_if_cancelled(self._cancel_if_task_left(assume_left=True))
 
-    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
-        """Cancel the run, unless the task instance is still deferred on it.
+class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
+    """Poll one SQL statement until it ends, and fire one event with its state.
 
-        A triggerer that restarts or hands the trigger to another triggerer also cancels
-        this coroutine; the task instance is then still ``deferred`` and the run must go on.
-        A trigger made with ``cancel_on_kill=False`` (a sensor's: its task did not start the
-        run) never cancels.
-        """
-        if not self.cancel_on_kill:
-            log.info("Stopped watching Databricks run %s; it goes on (this task did not start it)", self.run_id)
-            return
-        ti = getattr(self, "task_instance", None)
-        state: str | None = "unknown"
-        if ti is not None:
-            try:
-                state = await asyncio.to_thread(
-                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
-                )
-            except Exception as exc:
-                log.warning("Could not read the task's state (%s)", type(exc).__name__)
-        if state == "deferred" or (state == "unknown" and not assume_left):
-            log.info("Trigger for Databricks run %s stopped; the task still waits, so the run goes on", self.run_id)
-            return
-        log.info("Task left its deferral (state %s); cancelling Databricks run %s", state, self.run_id)
-        await self._hook().a_cancel_run(self.run_id)
+    The event is ``{"statement_id", "state", "error_code", "error_message"}``, or
+    ``{"statement_id", "timed_out": True}`` when ``end_time`` (epoch seconds) passed first,
+    the statement then cancelled. The same restart and cancellation rules as
+    :class:`DatabricksRunTrigger`.
+    """
+
+    def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
+        self,
+        statement_id: str,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        end_time: float | None = None,
+        polling_period_seconds: float = 30,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+        retry_args: dict[str, Any] | None = None,
+        caller: str = "DatabricksSQLStatementExecutionTrigger",
+        waiting_since: float | None = None,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.statement_id = statement_id
+        self.databricks_conn_id = databricks_conn_id
+        self.end_time = end_time
+        self.polling_period_seconds = polling_period_seconds
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.retry_args = retry_args
+        self.caller = caller
+        self.waiting_since = time.time() if waiting_since is None else waiting_since
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        names = (
+            "statement_id", "databricks_conn_id", "end_time", "polling_period_seconds", "retry_limit",
+            "retry_delay", "retry_args", "caller", "waiting_since", "cancel_on_kill",
+        )
+        return f"{type(self).__module__}.{type(self).__qualname__}", {name: getattr(self, name) for name in names}
+
+    @property
+    def subject(self) -> str:
+        return f"SQL statement {self.statement_id}"
+
+    def _hook(self) -> DatabricksSqlHook:
+        from airflow_dbx.sql_hook import DatabricksSqlHook
+
+        retrying = (self.retry_limit, self.retry_delay, self.retry_args)
+        return DatabricksSqlHook(self.databricks_conn_id, *retrying, caller=self.caller)
+
+    async def _cancel(self) -> None:
+        await self._hook().a_cancel_statement(self.statement_id)
+
+    async def _wait(self) -> dict[str, Any]:
+        hook = self._hook()
+        watcher = Watcher(
+            self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.end_time
+        )
+        statement = await hook.a_wait_for_statement(self.statement_id, watcher)
+        if statement is None:
+            statement = await hook.a_get_statement(self.statement_id)
+            if not statement.state.is_terminal:
+                log.warning("Deadline passed; cancelling Databricks SQL statement %s", self.statement_id)
+                await hook.a_cancel_statement(self.statement_id)
+                return {"statement_id": self.statement_id, "timed_out": True}
+        state = statement.state
+        return {
+            "statement_id": self.statement_id, "state": state.state,
+            "error_code": state.error_code, "error_message": state.message,
+        }

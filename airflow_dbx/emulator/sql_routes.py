@@ -44,6 +44,9 @@ async def _sql_api(sql: SqlService, request: web.Request, version: str, route: s
     body = parse_json_body(await request.read()) if request.method in ("POST", "PATCH") else dict(request.query)
     if match := _STATEMENT.match(route):
         return await _statements(sql, request, match, body, user)
+    if route == "sql/history/queries" and request.method == "GET":
+        with sql.lock:
+            return _json(200, {"res": sql.history(body), "has_next_page": False})
     if match := _WAREHOUSE.match(route):
         with sql.lock:
             return _json(200, _warehouses(sql, request, match, body, user))

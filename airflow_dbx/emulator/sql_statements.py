@@ -38,6 +38,7 @@ EXTERNAL_PREFIX = "/__external__/sql-results/"
 DISPOSITIONS = ("INLINE", "EXTERNAL_LINKS")
 FORMATS = ("JSON_ARRAY", "ARROW_STREAM", "CSV")
 DEFAULT_DURATION = 0.2
+_HISTORY_STATUS = {"PENDING": "QUEUED", "SUCCEEDED": "FINISHED", "CLOSED": "FINISHED"}
 
 
 @dataclass
@@ -180,6 +181,24 @@ class SqlService:
     def _fail(self, statement: Statement, error_code: str, message: str) -> None:
         statement.state = "FAILED"
         statement.error = {"error_code": error_code, "message": message}
+
+    def history(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """Query history entries (no paging), filtered by ``filter_by.warehouse_ids`` and start time."""
+        self.advance()
+        warehouses = {w for w in query.get("filter_by.warehouse_ids", "").split(",") if w}
+        since = float(query.get("filter_by.query_start_time_range.start_time_ms") or 0) / 1000
+        return [
+            {
+                "query_id": s.statement_id,
+                "status": _HISTORY_STATUS.get(s.state, s.state),
+                "query_text": s.statement,
+                "warehouse_id": s.warehouse_id,
+                "user_name": s.user,
+                "query_start_time_ms": int(s.submitted * 1000),
+            }
+            for s in self.statements.values()
+            if (not warehouses or s.warehouse_id in warehouses) and s.submitted >= since
+        ]
 
     # ------------------------------------------------------------------ answers
 
