@@ -19,9 +19,11 @@ from airflow_dbx.sql_models import (
     LIST_WAREHOUSES,
     QUERY_HISTORY,
     WAREHOUSE_STABLE,
+    DatabricksSqlFailed,
     Statement,
     statement_endpoint,
     warehouse_endpoint,
+    warehouse_id_from_http_path,
 )
 from airflow_dbx.waiting import Plan, Watcher, patiently, watch
 
@@ -103,6 +105,33 @@ class DatabricksSqlHook(DatabricksHook):
             if not token or not answer.get("has_next_page", True):
                 break
         return sorted(found, key=lambda q: q.get("query_start_time_ms", 0), reverse=True)
+
+    def run_statement(self, body: Mapping[str, Any], watcher: Watcher) -> Statement:
+        """Execute, then wait in this process until the statement ends; past ``watcher``'s
+        deadline it is cancelled and :class:`TimeoutError` raised. Raises DatabricksSqlFailed
+        when it did not succeed."""
+        statement = self.execute_statement(body)
+        if not statement.state.is_terminal:
+            ended = self.wait_for_statement(statement.statement_id, watcher)
+            if ended is None:
+                self.cancel_statement(statement.statement_id)
+                raise TimeoutError(f"Databricks SQL statement {statement.statement_id} was cancelled: timeout")
+            statement = ended
+        if not statement.state.is_successful:
+            raise DatabricksSqlFailed(statement)
+        return statement
+
+    def resolve_warehouse(
+        self, warehouse_id: str | None, http_path: str | None, name: str | None, name_field: str
+    ) -> str:
+        """The warehouse id given, or read from an HTTP path, or found by name."""
+        if warehouse_id:
+            return warehouse_id
+        if http_path:
+            return warehouse_id_from_http_path(http_path)
+        if name:
+            return self.find_warehouse_id(name, name_field)
+        raise PayloadError(name_field, "give warehouse_id, http_path or the warehouse's name")
 
     # ------------------------------------------------------------------ warehouses
 

@@ -59,6 +59,36 @@ def airflow_tags(context: Context, tags: Mapping[str, Any] | None, include: bool
     return {**ours, **(tags or {})}
 
 
+def run_sql(
+    task: Any, context: Context, statement: str, parameters: Any = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Run one statement of a warehouse-bound task (``DatabricksSqlOperator``, the SQL sensors,
+    ``DatabricksCopyIntoOperator``) in the worker: its rows as dicts, at most ``limit``.
+
+    The task names its warehouse by ``warehouse_id``, ``http_path`` or the name in the
+    attribute ``warehouse_name_field`` names; it has the hook, polling and tag arguments.
+    """
+    hook = sql_hook_for(task)
+    name_field = task.warehouse_name_field
+    warehouse_id = hook.resolve_warehouse(task.warehouse_id, task.http_path, getattr(task, name_field), name_field)
+    tags = airflow_tags(context, task.query_tags, task.include_airflow_query_tags)
+    body = {
+        "statement": sql_models.check_statement(statement, "sql"),
+        "warehouse_id": warehouse_id,
+        "catalog": task.catalog or None,
+        "schema": task.schema or None,
+        "parameters": sql_models.normalise_parameters(parameters) or None,
+        "wait_timeout": WAIT_TIMEOUT,
+        "query_tags": sql_models.query_tag_list(tags) or None,
+    }
+    watcher = Watcher(task.polling_period_seconds, deadline=time.time() + task.timeout)
+    try:
+        ended = hook.run_statement({k: v for k, v in body.items() if v is not None}, watcher)
+    except TimeoutError as exc:
+        raise AirflowTaskTimeout(str(exc)) from None
+    return sql_models.as_dicts(ended.columns, hook.read_rows(ended, limit) if limit != 0 else [])
+
+
 class DatabricksSQLStatementsOperator(BaseOperator):
     """Run one SQL statement on a SQL warehouse (``POST /api/2.0/sql/statements``).
 

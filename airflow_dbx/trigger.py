@@ -255,3 +255,46 @@ class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
             "statement_id": self.statement_id, "state": state.state,
             "error_code": state.error_code, "error_message": state.message,
         }
+
+
+class DatabricksWarehouseTrigger(BaseTrigger):
+    """Poll a SQL warehouse until a start or stop took effect; one event with its state
+    (``None`` once ``end_time`` passed). Never changes the warehouse itself."""
+
+    def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
+        self,
+        warehouse_id: str,
+        action: str,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        end_time: float | None = None,
+        polling_period_seconds: float = 30,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+        retry_args: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.warehouse_id = warehouse_id
+        self.action = action
+        self.databricks_conn_id = databricks_conn_id
+        self.end_time = end_time
+        self.polling_period_seconds = polling_period_seconds
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.retry_args = retry_args
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        names = (
+            "warehouse_id", "action", "databricks_conn_id", "end_time", "polling_period_seconds",
+            "retry_limit", "retry_delay", "retry_args",
+        )
+        return f"{type(self).__module__}.{type(self).__qualname__}", {name: getattr(self, name) for name in names}
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_dbx.sql_hook import DatabricksSqlHook
+
+        hook = DatabricksSqlHook(
+            self.databricks_conn_id, self.retry_limit, self.retry_delay, self.retry_args, caller=type(self).__name__
+        )
+        watcher = Watcher(self.polling_period_seconds, deadline=self.end_time)
+        state = await hook.a_wait_for_warehouse(self.warehouse_id, self.action, watcher)
+        yield TriggerEvent({"warehouse_id": self.warehouse_id, "state": state})

@@ -1,0 +1,156 @@
+"""``DatabricksSqlOperator`` (a script of statements) and ``DatabricksCopyIntoOperator``, on the
+Statement Execution API with the official provider's argument names; no SQL driver."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import BaseOperator
+
+from airflow_dbx import sql_models
+from airflow_dbx.errors import PayloadError
+from airflow_dbx.models import DEFAULT_CONN_ID
+from airflow_dbx.payloads import is_literal
+from airflow_dbx.sql_operators import check_common, run_sql
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+__all__ = ["DatabricksSqlOperator"]
+
+log = logging.getLogger("airflow_dbx.operators")
+
+OUTPUT_FORMATS = ("csv", "json", "jsonl")
+
+
+class _WarehouseTask(BaseOperator):
+    """What the warehouse-bound SQL operators share: where to run and how to wait."""
+
+    warehouse_name_field: ClassVar[str] = "sql_endpoint_name"
+    ui_color = "#ff7a59"
+
+    def __init__(
+        self,
+        *,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        http_path: str | None = None,
+        sql_endpoint_name: str | None = None,
+        warehouse_id: str | None = None,
+        catalog: str | None = None,
+        schema: str | None = None,
+        query_tags: dict[str, str | None] | None = None,
+        include_airflow_query_tags: bool = True,
+        polling_period_seconds: float = 5,
+        timeout: float = 3600,
+        databricks_retry_limit: int = 3,
+        databricks_retry_delay: float = 1,
+        databricks_retry_args: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.databricks_conn_id = databricks_conn_id
+        self.http_path = http_path
+        self.sql_endpoint_name = sql_endpoint_name
+        self.warehouse_id = warehouse_id
+        self.catalog = catalog
+        self.schema = schema
+        self.query_tags = query_tags
+        self.include_airflow_query_tags = include_airflow_query_tags
+        self.polling_period_seconds = polling_period_seconds
+        self.timeout = timeout
+        self.databricks_retry_limit = databricks_retry_limit
+        self.databricks_retry_delay = databricks_retry_delay
+        self.databricks_retry_args = databricks_retry_args
+        check_common(self)
+        if warehouse_id is not None and is_literal(warehouse_id):
+            sql_models.check_warehouse_id(warehouse_id)
+        if http_path and is_literal(http_path):
+            sql_models.warehouse_id_from_http_path(http_path)
+
+
+class DatabricksSqlOperator(_WarehouseTask):
+    """Run SQL statements in order on a SQL warehouse, over REST (no databricks-sql-connector).
+
+    ``sql`` is one string (a ``.sql`` file too), cut at its semicolons, or a list of
+    statements. The warehouse is ``warehouse_id``, the one in ``http_path``, or the one named
+    ``sql_endpoint_name``. The last statement's rows are returned to XCom as a list of dicts
+    (at most ``max_xcom_rows``); with ``return_last=False``, one such list per statement.
+    ``output_path`` receives every row of the last statement as csv (with ``csv_params``),
+    json or jsonl.
+    """
+
+    template_fields: Sequence[str] = (
+        "sql", "parameters", "warehouse_id", "http_path", "sql_endpoint_name", "catalog", "schema", "output_path",
+        "databricks_conn_id",
+    )
+    template_ext: Sequence[str] = (".sql",)
+    template_fields_renderers: ClassVar[dict[str, str]] = {"sql": "sql", "parameters": "json"}
+
+    def __init__(
+        self,
+        *,
+        sql: str | list[str],
+        parameters: list[dict[str, Any]] | dict[str, Any] | None = None,
+        output_path: str | None = None,
+        output_format: str = "csv",
+        csv_params: dict[str, Any] | None = None,
+        return_last: bool = True,
+        max_xcom_rows: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.sql = sql
+        self.parameters = parameters
+        self.output_path = output_path
+        if output_format.lower() not in OUTPUT_FORMATS:
+            raise PayloadError("output_format", f"must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}")
+        self.output_format = output_format.lower()
+        self.csv_params = csv_params or {}
+        self.return_last = return_last
+        self.max_xcom_rows = sql_models.check_row_bound(max_xcom_rows, "max_xcom_rows")
+        if is_literal(sql) and not (isinstance(sql, str) and sql.endswith(tuple(self.template_ext))):
+            self.statements()
+        if is_literal(parameters):
+            sql_models.normalise_parameters(parameters)
+
+    def statements(self) -> list[str]:
+        pieces = sql_models.split_statements(self.sql) if isinstance(self.sql, str) else list(self.sql or [])
+        if not pieces:
+            raise PayloadError("sql", f"has no statement to run: {self.sql!r}")
+        return [sql_models.check_statement(piece, "sql") for piece in pieces]
+
+    def execute(self, context: Context) -> Any:
+        statements = self.statements()
+        results = []
+        for number, statement in enumerate(statements, 1):
+            last = number == len(statements)
+            limit = None if last and self.output_path else self.max_xcom_rows
+            log.info("Statement %s of %s", number, len(statements))
+            results.append(run_sql(self, context, statement, self.parameters, limit))
+        if self.output_path:
+            self._write(results[-1])
+            results[-1] = results[-1][: self.max_xcom_rows]
+        if not self.do_xcom_push:
+            return None
+        return results[-1] if self.return_last else results
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        path = Path(self.output_path or "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", newline="", encoding="utf-8") as out:
+            if self.output_format == "csv":
+                fields = list(rows[0]) if rows else []
+                writer = csv.DictWriter(out, fieldnames=fields, **self.csv_params)
+                writer.writeheader()
+                writer.writerows(rows)
+            elif self.output_format == "json":
+                json.dump(rows, out)
+            else:
+                out.writelines(json.dumps(row) + "\n" for row in rows)
+        log.info("Wrote %s rows to %s", len(rows), path)
