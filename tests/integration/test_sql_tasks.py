@@ -16,7 +16,7 @@ from airflow_dbx.operators import (
     DatabricksStartWarehouseOperator,
     DatabricksStopWarehouseOperator,
 )
-from airflow_dbx.sensors import DatabricksPartitionSensor, DatabricksSQLStatementsSensor, DatabricksSqlSensor
+from airflow_dbx.sensors import DatabricksPartitionSensor, DatabricksSqlSensor, DatabricksSQLStatementsSensor
 from airflow_dbx.sql_models import DatabricksSqlFailed
 from tests.integration.conftest import TaskDeferred
 
