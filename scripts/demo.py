@@ -22,6 +22,7 @@ EXAMPLES = [
     ("dbx_deferrable", True),
     ("dbx_failure_report", False),
     ("dbx_submit_then_sense", True),
+    ("dbx_sql", True),  # judged by its SQL statements: it starts no run
 ]
 
 
@@ -57,11 +58,16 @@ def main() -> int:
             seconds = time.monotonic() - started
             runs = [run for run in emu.runs() if run["run_id"] not in before]
             outcomes = [(run.get("state") or {}).get("result_state") for run in runs]
-            succeeded = bool(runs) and all(result == "SUCCESS" for result in outcomes)
+            if dag_id == "dbx_sql":
+                with emu.sql.lock:
+                    outcomes = ["SUCCESS" if s.state == "SUCCEEDED" else s.state for s in emu.sql.statements.values()]
+            succeeded = bool(outcomes) and all(result == "SUCCESS" for result in outcomes)
             as_expected = succeeded == should_succeed and (code == 0) == should_succeed
             failures += not as_expected
             verdict = "as expected" if as_expected else "NOT AS EXPECTED"
             print(f"{dag_id}: airflow exit {code} after {seconds:.0f} s, {verdict} ({log.relative_to(home)})")
+            if dag_id == "dbx_sql":
+                print(f"  {len(outcomes)} SQL statements, all SUCCEEDED: {succeeded}")
             for run in runs:
                 print(f"  run {run['run_id']} {run['state'].get('result_state')}: {run['run_page_url']}")
             if not should_succeed:
