@@ -9,9 +9,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx._http.exchange import NoReply, Request
+from airflow_dbx._http.retry import RetryPolicy
 from airflow_dbx.errors import DatabricksApiError, PayloadError
 from airflow_dbx.hook import MAX_PAGES, DatabricksHook
 from airflow_dbx.sql_models import (
@@ -21,6 +23,7 @@ from airflow_dbx.sql_models import (
     WAREHOUSE_STABLE,
     DatabricksSqlFailed,
     Statement,
+    marker_of,
     statement_endpoint,
     warehouse_endpoint,
     warehouse_id_from_http_path,
@@ -35,6 +38,8 @@ __all__ = ["DatabricksSqlHook"]
 log = logging.getLogger("airflow_dbx.hook")
 
 HISTORY_PAGE = 1000
+CLOCK_SKEW_SECONDS = 60.0  # the history's clock is the workspace's; look a little further back
+SEND_ONCE = RetryPolicy(1, 0.0)
 
 
 class _Warehouse:
@@ -62,8 +67,33 @@ class DatabricksSqlHook(DatabricksHook):
     # ------------------------------------------------------------------ statements
 
     def execute_statement(self, body: Mapping[str, Any]) -> Statement:
-        """POST sql/statements: the new statement, as far as it got within ``wait_timeout``."""
-        return Statement.from_dict(self._api.run(self._data(EXECUTE_STATEMENT, body=body)))
+        """POST sql/statements: the new statement, as far as it got within ``wait_timeout``.
+
+        The API has no idempotency token, so a request whose answer is lost is not sent again
+        blindly: the statement's text must contain a marker (:func:`marked`); after a failure
+        worth retrying, the query history is searched for it first, and a statement found
+        there is the one this request started.
+        """
+        marker = marker_of(str(body.get("statement", "")))
+        since_ms = int((time.time() - CLOCK_SKEW_SECONDS) * 1000)
+        for attempt in range(1, self.retry_limit + 1):
+            try:
+                answer = self._api.run(self._api.call(EXECUTE_STATEMENT, body=body, policy=SEND_ONCE))
+                return Statement.from_dict(answer.data)
+            except DatabricksApiError as exc:
+                if not exc.retryable or attempt == self.retry_limit or not marker:
+                    raise
+                pause = getattr(exc, "retry_after", None) or min(self.retry_delay * 2 ** (attempt - 1), 60.0)
+                log.info("Executing a statement failed (%s); checking the history in %.1fs", exc, pause)
+                time.sleep(pause)
+            found = self._patient_history(marker, str(body.get("warehouse_id")), since_ms)
+            if found:
+                log.info("The lost request started statement %s; not sending it again", found[0]["query_id"])
+                return self.get_statement(str(found[0]["query_id"]))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _patient_history(self, marker: str, warehouse_id: str, since_ms: int) -> list[dict[str, Any]]:
+        return self._api.run(patiently(functools.partial(self._history, marker, warehouse_id, since_ms)))
 
     def get_statement(self, statement_id: str) -> Statement:
         return self._api.run(self._statement(statement_id))[0]
@@ -91,20 +121,7 @@ class DatabricksSqlHook(DatabricksHook):
 
     def find_statements(self, marker: str, warehouse_id: str, since_ms: int) -> list[dict[str, Any]]:
         """Query history entries whose text contains ``marker``, newest first."""
-        params = {
-            "filter_by.warehouse_ids": warehouse_id,
-            "filter_by.query_start_time_range.start_time_ms": since_ms,
-            "max_results": HISTORY_PAGE,
-        }
-        found: list[dict[str, Any]] = []
-        token = None
-        for _ in range(MAX_PAGES):
-            answer = self._api.run(self._data(QUERY_HISTORY, params={**params, "page_token": token}))
-            found += [q for q in answer.get("res") or [] if marker in str(q.get("query_text", ""))]
-            token = answer.get("next_page_token")
-            if not token or not answer.get("has_next_page", True):
-                break
-        return sorted(found, key=lambda q: q.get("query_start_time_ms", 0), reverse=True)
+        return self._api.run(self._history(marker, warehouse_id, since_ms))
 
     def run_statement(self, body: Mapping[str, Any], watcher: Watcher) -> Statement:
         """Execute, then wait in this process until the statement ends; past ``watcher``'s
@@ -173,6 +190,22 @@ class DatabricksSqlHook(DatabricksHook):
     def _warehouse(self, warehouse_id: str, target: str) -> Plan[tuple[_Warehouse, bool]]:
         data, throttled = yield from self._call(warehouse_endpoint(warehouse_id))
         return _Warehouse(data, target), throttled
+
+    def _history(self, marker: str, warehouse_id: str, since_ms: int) -> Plan[list[dict[str, Any]]]:
+        params = {
+            "filter_by.warehouse_ids": warehouse_id,
+            "filter_by.query_start_time_range.start_time_ms": since_ms,
+            "max_results": HISTORY_PAGE,
+        }
+        found: list[dict[str, Any]] = []
+        token = None
+        for _ in range(MAX_PAGES):
+            answer = yield from self._data(QUERY_HISTORY, params={**params, "page_token": token})
+            found += [q for q in answer.get("res") or [] if marker in str(q.get("query_text", ""))]
+            token = answer.get("next_page_token")
+            if not token or not answer.get("has_next_page", True):
+                break
+        return sorted(found, key=lambda q: q.get("query_start_time_ms", 0), reverse=True)
 
     def _rows(self, statement: Statement, limit: int | None) -> Plan[list[list[Any]]]:
         rows: list[list[Any]] = []

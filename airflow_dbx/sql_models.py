@@ -102,6 +102,19 @@ def as_dicts(columns: list[str], rows: Iterable[list[Any]]) -> list[dict[str, An
     return [dict(zip(columns, row, strict=False)) for row in rows]
 
 
+_MARKER = re.compile(r"^/\* (airflow-dbx-[0-9a-z-]+) \*/\n")
+
+
+def marked(statement: str, marker: str) -> str:
+    """``statement`` with ``marker`` in a leading comment, by which the query history finds it."""
+    return f"/* {marker} */\n{statement}"
+
+
+def marker_of(statement: str) -> str | None:
+    match = _MARKER.match(statement)
+    return match.group(1) if match else None
+
+
 # ------------------------------------------------------------------ what DAGs give
 
 

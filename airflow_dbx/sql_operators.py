@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
@@ -18,6 +19,7 @@ from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import check_positive, derive_idempotency_token, is_literal
+from airflow_dbx.sql_models import marked
 from airflow_dbx.trigger import DatabricksSQLStatementExecutionTrigger
 from airflow_dbx.waiting import Watcher
 
@@ -72,8 +74,9 @@ def run_sql(
     name_field = task.warehouse_name_field
     warehouse_id = hook.resolve_warehouse(task.warehouse_id, task.http_path, getattr(task, name_field), name_field)
     tags = airflow_tags(context, task.query_tags, task.include_airflow_query_tags)
+    marker = derive_idempotency_token(uuid.uuid4().hex)  # only to find a lost request's statement
     body = {
-        "statement": sql_models.check_statement(statement, "sql"),
+        "statement": marked(sql_models.check_statement(statement, "sql"), marker),
         "warehouse_id": warehouse_id,
         "catalog": task.catalog or None,
         "schema": task.schema or None,
@@ -218,7 +221,7 @@ class DatabricksSQLStatementsOperator(BaseOperator):
     def _body(self, context: Context, marker: str) -> dict[str, Any]:
         tags = airflow_tags(context, self.query_tags, self.include_airflow_query_tags)
         body = {
-            "statement": f"/* {marker} */\n{self.statement}",
+            "statement": marked(self.statement, marker),
             "warehouse_id": self.warehouse_id,
             "catalog": self.catalog,
             "schema": self.schema,

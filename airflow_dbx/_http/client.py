@@ -75,9 +75,14 @@ class ApiClient:
         return await adrive(plan, AiohttpDriver(await self.asettings()).perform)
 
     def call(
-        self, endpoint: Endpoint, *, params: Mapping[str, Any] | None = None, body: Mapping[str, Any] | None = None
+        self,
+        endpoint: Endpoint,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> Plan[Answer]:
-        """The plan of one API request, retried as the policy says."""
+        """The plan of one API request, retried as ``policy`` (by default the client's) says."""
         settings = self.settings()  # loaded by run() or arun() before any plan starts
         request = Request(
             endpoint.method,
@@ -87,7 +92,7 @@ class ApiClient:
             json=body,
             headers={"User-Agent": self.user_agent},
         )
-        return exchange(request, settings.auth, self.policy, self.scrub)
+        return exchange(request, settings.auth, policy or self.policy, self.scrub)
 
     def fetch_token(self, url: str, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> Mapping[str, Any]:
         """POST a token request, blocking (async callers are already in a thread): the auth
