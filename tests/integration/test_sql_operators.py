@@ -154,3 +154,61 @@ def test_bad_input_fails_at_parse_time(kwargs: dict[str, Any], field: str) -> No
     kwargs.setdefault("statement", "SELECT 1")
     with pytest.raises(PayloadError, match=field):
         statement_op(**kwargs)
+
+
+class _DeferredTaskInstance:
+    dag_id, task_id, run_id, map_index = "d", "t", "r", -1
+
+
+def _slow_statement(emulator, try_context, seconds: str = "60") -> str:
+    op = statement_op("SELECT 1 AS one", query_tags={"emulator_duration": seconds}, wait_for_termination=False)
+    return str(op.execute(try_context()))
+
+
+async def _events(trigger: DatabricksSQLStatementExecutionTrigger) -> list[dict[str, Any]]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_a_triggerer_restart_cancels_nothing(emulator, try_context, monkeypatch) -> None:
+    from airflow_dbx import compat
+
+    monkeypatch.setattr(compat, "task_instance_state", lambda *args: "deferred")
+    statement_id = _slow_statement(emulator, try_context, "20")
+    first = DatabricksSQLStatementExecutionTrigger(statement_id, polling_period_seconds=1)
+    first.task_instance = _DeferredTaskInstance()
+
+    async def restart() -> None:
+        waiting = asyncio.ensure_future(_events(first))
+        await asyncio.sleep(1.2)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(restart())
+    (event,) = asyncio.run(_events(DatabricksSQLStatementExecutionTrigger(**first.serialize()[1])))
+    assert event["state"] == "SUCCEEDED"
+    assert emulator.sql.statements[statement_id].cancels == 0
+    assert not [r for r in emulator.requests if r.path.endswith("/cancel")]
+
+
+@pytest.mark.parametrize("state", ["failed", "success", None])
+def test_a_user_stopping_the_deferred_task_cancels(emulator, try_context, monkeypatch, state) -> None:
+    from airflow_dbx import compat
+
+    monkeypatch.setattr(compat, "task_instance_state", lambda *args: state)
+    statement_id = _slow_statement(emulator, try_context)
+    trigger = DatabricksSQLStatementExecutionTrigger(statement_id, polling_period_seconds=1)
+    trigger.task_instance = _DeferredTaskInstance()
+
+    async def user_kills() -> None:
+        waiting = asyncio.ensure_future(_events(trigger))
+        await asyncio.sleep(0.5)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        if compat.TRIGGER_HAS_ON_KILL:
+            await trigger.on_kill()
+
+    asyncio.run(user_kills())
+    assert emulator.sql.statements[statement_id].state == "CANCELED"
+    assert emulator.sql.statements[statement_id].executions == 0
