@@ -27,7 +27,7 @@ from airflow_dbx._run_tasks import (
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
-from airflow_dbx.sql_batch import DatabricksSqlOperator
+from airflow_dbx.sql_batch import DatabricksCopyIntoOperator, DatabricksSqlOperator
 from airflow_dbx.sql_operators import DatabricksSQLStatementsOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
 from airflow_dbx.waiting import Watcher
@@ -42,8 +42,8 @@ if TYPE_CHECKING:
     from airflow_dbx.models import Run
 
 __all__ = [
-    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksRunLink",
-    "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSQLStatementsOperator",
+    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksCopyIntoOperator",
+    "DatabricksRunLink", "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSQLStatementsOperator",
     "DatabricksSqlOperator", "DatabricksStartWarehouseOperator", "DatabricksStopWarehouseOperator",
     "DatabricksSubmitRunOperator", "is_literal",
 ]

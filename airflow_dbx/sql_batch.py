@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,11 +23,13 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-__all__ = ["DatabricksSqlOperator"]
+__all__ = ["DatabricksCopyIntoOperator", "DatabricksSqlOperator", "copy_into_sql"]
 
 log = logging.getLogger("airflow_dbx.operators")
 
 OUTPUT_FORMATS = ("csv", "json", "jsonl")
+FILE_FORMATS = ("CSV", "JSON", "PARQUET", "AVRO", "ORC", "TEXT", "BINARYFILE")
+_OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 
 
 class _WarehouseTask(BaseOperator):
@@ -154,3 +157,132 @@ class DatabricksSqlOperator(_WarehouseTask):
             else:
                 out.writelines(json.dumps(row) + "\n" for row in rows)
         log.info("Wrote %s rows to %s", len(rows), path)
+
+
+def _literal(value: Any) -> str:
+    """A Databricks SQL string literal: backslashes and quotes escaped."""
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _options(field_name: str, options: dict[str, Any] | None) -> str:
+    if options is None:
+        return ""
+    if not isinstance(options, dict):
+        raise PayloadError(field_name, f"must be a mapping of option names to values, got {options!r}")
+    for key in options:
+        if not isinstance(key, str) or not _OPTION_KEY.match(key):
+            raise PayloadError(field_name, f"{key!r} is not an option name")
+    return ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
+
+
+def copy_into_sql(
+    table_name: str,
+    file_location: str,
+    file_format: str,
+    *,
+    files: list[str] | None = None,
+    pattern: str | None = None,
+    expression_list: str | None = None,
+    format_options: dict[str, Any] | None = None,
+    copy_options: dict[str, Any] | None = None,
+    force_copy: bool | None = None,
+    validate: bool | int | None = None,
+    credential: dict[str, str] | None = None,
+    storage_credential: str | None = None,
+    encryption: dict[str, str] | None = None,
+) -> str:
+    """The ``COPY INTO`` statement: the table's name checked and back-quoted, every value a
+    quoted literal, option names checked; ``expression_list`` is SQL the DAG author writes."""
+    _check_copy(file_location, file_format, files, pattern, validate)
+    location = _literal(file_location)
+    source = f"(SELECT {expression_list} FROM {location})" if expression_list else location
+    access = [
+        f"CREDENTIAL {sql_models.quote_identifier(storage_credential)}" if storage_credential else "",
+        f"CREDENTIAL ({_options('credential', credential)})" if credential and not storage_credential else "",
+        f"ENCRYPTION ({_options('encryption', encryption)})" if encryption else "",
+    ]
+    copy = {**(copy_options or {}), **({} if force_copy is None else {"force": force_copy})}
+    clauses = [
+        f"COPY INTO {sql_models.quote_identifier(table_name)}",
+        f"FROM {source}" + (f" WITH ({' '.join(a for a in access if a)})" if any(access) else ""),
+        f"FILEFORMAT = {file_format.upper()}",
+        ("VALIDATE ALL" if validate is True else f"VALIDATE {int(validate)} ROWS") if validate else "",
+        ("FILES = (" + ", ".join(_literal(f) for f in files) + ")") if files else "",
+        f"PATTERN = {_literal(pattern)}" if pattern else "",
+        f"FORMAT_OPTIONS ({_options('format_options', format_options)})" if format_options else "",
+        f"COPY_OPTIONS ({_options('copy_options', copy)})" if copy else "",
+    ]
+    return "\n".join(clause for clause in clauses if clause)
+
+
+def _check_copy(file_location: Any, file_format: Any, files: Any, pattern: Any, validate: Any) -> None:
+    if not isinstance(file_format, str) or file_format.upper() not in FILE_FORMATS:
+        raise PayloadError("file_format", f"must be one of {', '.join(FILE_FORMATS)}, got {file_format!r}")
+    if not isinstance(file_location, str) or not file_location.strip():
+        raise PayloadError("file_location", f"must be a storage URI, got {file_location!r}")
+    if files is not None and pattern is not None:
+        raise PayloadError("files", "give files or pattern, not both")
+    if files is not None and (not isinstance(files, list) or not all(isinstance(f, str) and f for f in files)):
+        raise PayloadError("files", f"must be a list of file names, got {files!r}")
+    if isinstance(validate, int) and not isinstance(validate, bool) and validate <= 0:
+        raise PayloadError("validate", f"must be True or a positive number of rows, got {validate!r}")
+
+
+class DatabricksCopyIntoOperator(_WarehouseTask):
+    """Load files into a table with ``COPY INTO``, built safely (see :func:`copy_into_sql`) and
+    run as one statement; returns its counts (``num_affected_rows``, ``num_inserted_rows``)."""
+
+    template_fields: Sequence[str] = (
+        "table_name", "file_location", "files", "pattern", "expression_list", "format_options", "copy_options",
+        "warehouse_id", "http_path", "sql_endpoint_name", "catalog", "schema", "databricks_conn_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        table_name: str,
+        file_location: str,
+        file_format: str,
+        files: list[str] | None = None,
+        pattern: str | None = None,
+        expression_list: str | None = None,
+        credential: dict[str, str] | None = None,
+        storage_credential: str | None = None,
+        encryption: dict[str, str] | None = None,
+        format_options: dict[str, Any] | None = None,
+        force_copy: bool | None = None,
+        copy_options: dict[str, Any] | None = None,
+        validate: bool | int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.table_name = table_name
+        self.file_location = file_location
+        self.file_format = file_format
+        self.files = files
+        self.pattern = pattern
+        self.expression_list = expression_list
+        self.credential = credential
+        self.storage_credential = storage_credential
+        self.encryption = encryption
+        self.format_options = format_options
+        self.force_copy = force_copy
+        self.copy_options = copy_options
+        self.validate = validate
+        if all(is_literal(v) for v in (table_name, file_location, files, pattern, format_options, copy_options)):
+            self.statement()
+
+    def statement(self) -> str:
+        return copy_into_sql(
+            sql_models.check_table_name(self.table_name), self.file_location, self.file_format,
+            files=self.files, pattern=self.pattern, expression_list=self.expression_list,
+            format_options=self.format_options, copy_options=self.copy_options, force_copy=self.force_copy,
+            validate=self.validate, credential=self.credential, storage_credential=self.storage_credential,
+            encryption=self.encryption,
+        )
+
+    def execute(self, context: Context) -> Any:
+        rows = run_sql(self, context, self.statement(), limit=1)
+        log.info("COPY INTO %s: %s", self.table_name, rows[0] if rows else "no result")
+        return rows[0] if rows else {}

@@ -20,7 +20,12 @@ import pytest
 from airflow_dbx import compat, errors, models, payloads
 from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook
-from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSQLStatementsOperator, DatabricksSubmitRunOperator
+from airflow_dbx.operators import (
+    DatabricksCopyIntoOperator,
+    DatabricksRunNowOperator,
+    DatabricksSQLStatementsOperator,
+    DatabricksSubmitRunOperator,
+)
 from airflow_dbx.sensors import DatabricksPartitionSensor
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TryContext
@@ -330,6 +335,12 @@ ROWS = [
         "table_name: must be [catalog.][schema.]table", at="parse"),
     row("sql-partition-table-name-four-parts",
         lambda env: DatabricksPartitionSensor(task_id="p", table_name="a.b.c.d", partitions={"d": "1"}),
+        "table_name: must be [catalog.][schema.]table", at="parse"),
+    row("sql-copy-into-unknown-file-format",
+        lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="t", file_location="s3://b/x", file_format="XLSX"),
+        "file_format: must be one of CSV, JSON, PARQUET, AVRO, ORC, TEXT, BINARYFILE, got 'XLSX'", at="parse"),
+    row("sql-copy-into-table-name-not-an-identifier",
+        lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="1x", file_location="s3://b/x", file_format="CSV"),
         "table_name: must be [catalog.][schema.]table", at="parse"),
     # ------------------------------------------------------------------ API answers
     row("api-403-on-submit",

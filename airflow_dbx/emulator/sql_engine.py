@@ -102,6 +102,7 @@ class Database:
         import duckdb
 
         self.storage_roots = storage_roots
+        self.loaded: dict[str, set[str]] = {}  # files COPY INTO loaded, per table
         self._duckdb = duckdb
         self._connection = duckdb.connect(":memory:")
         self._lock = threading.Lock()
@@ -118,7 +119,9 @@ class Database:
         catalog = (catalog or DEFAULT_CATALOG).lower()
         schema = (schema or DEFAULT_SCHEMA).lower()
         tree = sql_translate.parse_one(statement)
-        plan = sql_translate.translate(tree, parameters, catalog, schema)
+        plan = sql_translate.translate(
+            tree, parameters, catalog, schema, roots=self.storage_roots, loaded=self.loaded
+        )
         with self._lock:
             cursor = self._connection.cursor()
             try:
@@ -128,6 +131,7 @@ class Database:
                 cursor.execute(plan.sql)
                 described = cursor.description or []
                 rows = cursor.fetchall() if described else []
+                self.loaded.setdefault(plan.target, set()).update(plan.loads)
             except self._duckdb.Error as exc:
                 raise _sql_error(exc) from None
             finally:

@@ -24,6 +24,8 @@ class Plan:
     kind: str
     inserts: bool = False
     before: list[str] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)  # files a COPY INTO loads
+    target: str = ""
 
 
 def duck_schema(catalog: str, schema: str) -> str:
@@ -48,11 +50,26 @@ def parse_one(statement: str) -> exp.Expression:
     return cast("exp.Expression", trees[0])
 
 
-def translate(tree: exp.Expression, parameters: list[dict[str, Any]], catalog: str, schema: str) -> Plan:
+def translate(
+    tree: exp.Expression,
+    parameters: list[dict[str, Any]],
+    catalog: str,
+    schema: str,
+    *,
+    roots: dict[str, str] | None = None,
+    loaded: dict[str, set[str]] | None = None,
+) -> Plan:
     """``tree`` as DuckDB SQL, with its tables mapped to DuckDB schemas and its parameters bound."""
     if isinstance(tree, exp.Use):
         return Plan("SELECT 1", "ddl")  # each statement is a session of its own: nothing to keep
     tree = _bind(tree, parameters)
+    if isinstance(tree, exp.Copy):
+        from airflow_dbx.emulator.sql_copy import copy_plan
+
+        table = tree.this
+        key = f"{_map_table(table, catalog, schema, set())}.{table.name.lower()}"
+        sql, loads = copy_plan(tree, table.sql(dialect="duckdb"), key, roots or {}, {} if loaded is None else loaded)
+        return Plan(sql, "dml", inserts=True, loads=loads, target=key)
     before: list[str] = []
     if isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() in _SCHEMA_KINDS:
         _map_schema(tree, catalog)

@@ -136,3 +136,48 @@ def test_stop_then_start_a_warehouse(emulator, try_context) -> None:
 def test_bad_input_fails_at_parse_time(make: Any, field: str) -> None:
     with pytest.raises(PayloadError, match=field):
         make()
+
+
+def test_copy_into_loads_real_files_once(emulator, try_context, tmp_path) -> None:
+    from airflow_dbx.operators import DatabricksCopyIntoOperator
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    (landing / "day1.csv").write_text("id,name\n1,ann\n2,bob\n")
+    (landing / "day2.csv").write_text("id,name\n3,cy\n")
+    (landing / "notes.txt").write_text("not data")
+    emulator.sql.storage_roots["s3://lake/landing"] = str(landing)
+    sql_op(sql="CREATE TABLE main.default.people (id INT, name STRING)", warehouse_id=DEFAULT_WAREHOUSE_ID).execute(
+        try_context())
+
+    def copy(**kwargs: Any) -> Any:
+        return DatabricksCopyIntoOperator(
+            task_id="copy", table_name="main.default.people", file_location="s3://lake/landing", file_format="CSV",
+            pattern="*.csv", format_options={"header": "true"}, warehouse_id=DEFAULT_WAREHOUSE_ID,
+            polling_period_seconds=1, **kwargs).execute(try_context())
+
+    assert copy() == {"num_affected_rows": "3", "num_inserted_rows": "3"}
+    assert copy() == {"num_affected_rows": "0", "num_inserted_rows": "0"}  # files already loaded are skipped
+    assert copy(force_copy=True)["num_inserted_rows"] == "3"
+    rows = sql_op(sql="SELECT count(*) AS n FROM people", warehouse_id=DEFAULT_WAREHOUSE_ID).execute(try_context())
+    assert rows == [{"n": "6"}]
+    sent = [s for s in statements_seen(emulator) if "COPY INTO" in s][0]
+    assert "COPY INTO `main`.`default`.`people`" in sent and "PATTERN = '*.csv'" in sent
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"file_format": "XML"}, "file_format"),
+        ({"table_name": "people`; DROP TABLE x; --"}, "table_name"),
+        ({"format_options": {"header'; DROP": "x"}}, "format_options"),
+        ({"files": ["a.csv"], "pattern": "*.csv"}, "files"),
+        ({"validate": -3}, "validate"),
+    ],
+)
+def test_copy_into_bad_input_fails_at_parse_time(kwargs: dict[str, Any], field: str) -> None:
+    from airflow_dbx.operators import DatabricksCopyIntoOperator
+
+    args = {"table_name": "people", "file_location": "s3://lake/x", "file_format": "CSV", **kwargs}
+    with pytest.raises(PayloadError, match=field):
+        DatabricksCopyIntoOperator(task_id="copy", **args)
