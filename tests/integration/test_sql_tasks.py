@@ -161,7 +161,7 @@ def test_copy_into_loads_real_files_once(emulator, try_context, tmp_path) -> Non
     assert copy(force_copy=True)["num_inserted_rows"] == "3"
     rows = sql_op(sql="SELECT count(*) AS n FROM people", warehouse_id=DEFAULT_WAREHOUSE_ID).execute(try_context())
     assert rows == [{"n": "6"}]
-    sent = [s for s in statements_seen(emulator) if "COPY INTO" in s][0]
+    sent = next(s for s in statements_seen(emulator) if "COPY INTO" in s)
     assert "COPY INTO `main`.`default`.`people`" in sent and "PATTERN = '*.csv'" in sent
 
 
