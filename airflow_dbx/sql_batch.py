@@ -10,16 +10,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator
-
 from airflow_dbx import sql_models
 from airflow_dbx.errors import PayloadError
-from airflow_dbx.models import DEFAULT_CONN_ID
-from airflow_dbx.payloads import is_literal
-from airflow_dbx.sql_operators import check_common, run_sql
+from airflow_dbx.payloads import check_positive, is_literal
+from airflow_dbx.sql_operators import WarehouseTask, run_sql
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     from airflow.sdk import Context
 
@@ -29,52 +26,20 @@ log = logging.getLogger("airflow_dbx.operators")
 
 OUTPUT_FORMATS = ("csv", "json", "jsonl")
 FILE_FORMATS = ("CSV", "JSON", "PARQUET", "AVRO", "ORC", "TEXT", "BINARYFILE")
+COPY_CLAUSES = (
+    "files", "pattern", "expression_list", "credential", "storage_credential", "encryption", "format_options",
+    "force_copy", "copy_options", "validate",
+)
 _OPTION_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
 
 
-class _WarehouseTask(BaseOperator):
-    """What the warehouse-bound SQL operators share: where to run and how to wait."""
+class _WarehouseTask(WarehouseTask):
+    """A warehouse-bound operator: ``timeout`` bounds each statement's wait (it is then cancelled)."""
 
-    warehouse_name_field: ClassVar[str] = "sql_endpoint_name"
-    ui_color = "#ff7a59"
-
-    def __init__(
-        self,
-        *,
-        databricks_conn_id: str = DEFAULT_CONN_ID,
-        http_path: str | None = None,
-        sql_endpoint_name: str | None = None,
-        warehouse_id: str | None = None,
-        catalog: str | None = None,
-        schema: str | None = None,
-        query_tags: dict[str, str | None] | None = None,
-        include_airflow_query_tags: bool = True,
-        polling_period_seconds: float = 5,
-        timeout: float = 3600,
-        databricks_retry_limit: int = 3,
-        databricks_retry_delay: float = 1,
-        databricks_retry_args: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, timeout: float = 3600, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.databricks_conn_id = databricks_conn_id
-        self.http_path = http_path
-        self.sql_endpoint_name = sql_endpoint_name
-        self.warehouse_id = warehouse_id
-        self.catalog = catalog
-        self.schema = schema
-        self.query_tags = query_tags
-        self.include_airflow_query_tags = include_airflow_query_tags
-        self.polling_period_seconds = polling_period_seconds
+        check_positive("timeout", timeout)
         self.timeout = timeout
-        self.databricks_retry_limit = databricks_retry_limit
-        self.databricks_retry_delay = databricks_retry_delay
-        self.databricks_retry_args = databricks_retry_args
-        check_common(self)
-        if warehouse_id is not None and is_literal(warehouse_id):
-            sql_models.check_warehouse_id(warehouse_id)
-        if http_path and is_literal(http_path):
-            sql_models.warehouse_id_from_http_path(http_path)
 
 
 class DatabricksSqlOperator(_WarehouseTask):
@@ -176,24 +141,16 @@ def _options(field_name: str, options: dict[str, Any] | None) -> str:
     return ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
 
 
-def copy_into_sql(
-    table_name: str,
-    file_location: str,
-    file_format: str,
-    *,
-    files: list[str] | None = None,
-    pattern: str | None = None,
-    expression_list: str | None = None,
-    format_options: dict[str, Any] | None = None,
-    copy_options: dict[str, Any] | None = None,
-    force_copy: bool | None = None,
-    validate: bool | int | None = None,
-    credential: dict[str, str] | None = None,
-    storage_credential: str | None = None,
-    encryption: dict[str, str] | None = None,
-) -> str:
+def copy_into_sql(table_name: str, file_location: str, file_format: str, clauses: Mapping[str, Any]) -> str:
     """The ``COPY INTO`` statement: the table's name checked and back-quoted, every value a
-    quoted literal, option names checked; ``expression_list`` is SQL the DAG author writes."""
+    quoted literal, option names checked; ``expression_list`` is SQL the DAG author writes.
+
+    ``clauses`` holds the optional arguments of :class:`DatabricksCopyIntoOperator` by name.
+    """
+    files, pattern, validate = clauses.get("files"), clauses.get("pattern"), clauses.get("validate")
+    expression_list, force_copy = clauses.get("expression_list"), clauses.get("force_copy")
+    credential, storage_credential = clauses.get("credential"), clauses.get("storage_credential")
+    encryption, format_options = clauses.get("encryption"), clauses.get("format_options")
     _check_copy(file_location, file_format, files, pattern, validate)
     location = _literal(file_location)
     source = f"(SELECT {expression_list} FROM {location})" if expression_list else location
@@ -202,8 +159,8 @@ def copy_into_sql(
         f"CREDENTIAL ({_options('credential', credential)})" if credential and not storage_credential else "",
         f"ENCRYPTION ({_options('encryption', encryption)})" if encryption else "",
     ]
-    copy = {**(copy_options or {}), **({} if force_copy is None else {"force": force_copy})}
-    clauses = [
+    copy = {**(clauses.get("copy_options") or {}), **({} if force_copy is None else {"force": force_copy})}
+    parts = [
         f"COPY INTO {sql_models.quote_identifier(table_name)}",
         f"FROM {source}" + (f" WITH ({' '.join(a for a in access if a)})" if any(access) else ""),
         f"FILEFORMAT = {file_format.upper()}",
@@ -213,7 +170,7 @@ def copy_into_sql(
         f"FORMAT_OPTIONS ({_options('format_options', format_options)})" if format_options else "",
         f"COPY_OPTIONS ({_options('copy_options', copy)})" if copy else "",
     ]
-    return "\n".join(clause for clause in clauses if clause)
+    return "\n".join(part for part in parts if part)
 
 
 def _check_copy(file_location: Any, file_format: Any, files: Any, pattern: Any, validate: Any) -> None:
@@ -232,6 +189,10 @@ def _check_copy(file_location: Any, file_format: Any, files: Any, pattern: Any, 
 class DatabricksCopyIntoOperator(_WarehouseTask):
     """Load files into a table with ``COPY INTO``, built safely (see :func:`copy_into_sql`) and
     run as one statement; returns its counts (``num_affected_rows``, ``num_inserted_rows``)."""
+
+    table_name: str
+    file_location: str
+    file_format: str
 
     template_fields: Sequence[str] = (
         "table_name", "file_location", "files", "pattern", "expression_list", "format_options", "copy_options",
@@ -257,30 +218,14 @@ class DatabricksCopyIntoOperator(_WarehouseTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.table_name = table_name
-        self.file_location = file_location
-        self.file_format = file_format
-        self.files = files
-        self.pattern = pattern
-        self.expression_list = expression_list
-        self.credential = credential
-        self.storage_credential = storage_credential
-        self.encryption = encryption
-        self.format_options = format_options
-        self.force_copy = force_copy
-        self.copy_options = copy_options
-        self.validate = validate
+        sql_models.keep_arguments(self, locals())
         if all(is_literal(v) for v in (table_name, file_location, files, pattern, format_options, copy_options)):
             self.statement()
 
     def statement(self) -> str:
-        return copy_into_sql(
-            sql_models.check_table_name(self.table_name), self.file_location, self.file_format,
-            files=self.files, pattern=self.pattern, expression_list=self.expression_list,
-            format_options=self.format_options, copy_options=self.copy_options, force_copy=self.force_copy,
-            validate=self.validate, credential=self.credential, storage_credential=self.storage_credential,
-            encryption=self.encryption,
-        )
+        clauses = {name: getattr(self, name) for name in COPY_CLAUSES}
+        table = sql_models.check_table_name(self.table_name)
+        return copy_into_sql(table, self.file_location, self.file_format, clauses)
 
     def execute(self, context: Context) -> Any:
         rows = run_sql(self, context, self.statement(), limit=1)

@@ -98,6 +98,13 @@ class DatabricksSqlFailed(DatabricksError):
         super().__init__(statement.report())
 
 
+def keep_arguments(obj: object, values: Mapping[str, Any]) -> None:
+    """Store a constructor's arguments (its ``locals()``) as attributes of the same names."""
+    for name, value in values.items():
+        if name not in ("self", "kwargs", "__class__"):
+            setattr(obj, name, value)
+
+
 def as_dicts(columns: list[str], rows: Iterable[list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(columns, row, strict=False)) for row in rows]
 

@@ -61,6 +61,53 @@ def airflow_tags(context: Context, tags: Mapping[str, Any] | None, include: bool
     return {**ours, **(tags or {})}
 
 
+class WarehouseTask(BaseOperator):
+    """What every warehouse-bound SQL task takes: where to run (``warehouse_id``, ``http_path``,
+    or a warehouse name: ``sql_endpoint_name`` for operators, ``sql_warehouse_name`` for
+    sensors, as in the official provider), the catalog and schema, tags, and how to wait."""
+
+    warehouse_name_field: ClassVar[str] = "sql_endpoint_name"
+    ui_color = "#ff7a59"
+
+    def __init__(
+        self,
+        *,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        http_path: str | None = None,
+        sql_endpoint_name: str | None = None,
+        sql_warehouse_name: str | None = None,
+        warehouse_id: str | None = None,
+        catalog: str | None = None,
+        schema: str | None = None,
+        query_tags: dict[str, str | None] | None = None,
+        include_airflow_query_tags: bool = True,
+        polling_period_seconds: float = 5,
+        databricks_retry_limit: int = 3,
+        databricks_retry_delay: float = 1,
+        databricks_retry_args: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.databricks_conn_id = databricks_conn_id
+        self.http_path = http_path
+        self.sql_endpoint_name = sql_endpoint_name
+        self.sql_warehouse_name = sql_warehouse_name
+        self.warehouse_id = warehouse_id
+        self.catalog = catalog
+        self.schema = schema
+        self.query_tags = query_tags
+        self.include_airflow_query_tags = include_airflow_query_tags
+        self.polling_period_seconds = polling_period_seconds
+        self.databricks_retry_limit = databricks_retry_limit
+        self.databricks_retry_delay = databricks_retry_delay
+        self.databricks_retry_args = databricks_retry_args
+        check_common(self)
+        if warehouse_id is not None and is_literal(warehouse_id):
+            sql_models.check_warehouse_id(warehouse_id)
+        if http_path and is_literal(http_path):
+            sql_models.warehouse_id_from_http_path(http_path)
+
+
 def run_sql(
     task: Any, context: Context, statement: str, parameters: Any = None, limit: int | None = None
 ) -> list[dict[str, Any]]:

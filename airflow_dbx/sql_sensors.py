@@ -11,9 +11,8 @@ from airflow.sdk import BaseSensorOperator
 
 from airflow_dbx import sql_models
 from airflow_dbx.errors import PayloadError
-from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
-from airflow_dbx.sql_operators import check_common, run_sql, sql_hook_for
+from airflow_dbx.sql_operators import WarehouseTask, run_sql, sql_hook_for
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -28,44 +27,10 @@ PARTITION_OPERATORS = ("=", "!=", "<>", "<", "<=", ">", ">=")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class _WarehouseSensor(BaseSensorOperator):
-    """What the query sensors share: where to run, how to wait for one query."""
+class _WarehouseSensor(WarehouseTask, BaseSensorOperator):
+    """A query sensor: the warehouse arguments of the SQL operators, the sensor's own."""
 
     warehouse_name_field: ClassVar[str] = "sql_warehouse_name"
-
-    def __init__(
-        self,
-        *,
-        databricks_conn_id: str = DEFAULT_CONN_ID,
-        http_path: str | None = None,
-        sql_warehouse_name: str | None = None,
-        warehouse_id: str | None = None,
-        catalog: str = "",
-        schema: str = "default",
-        query_tags: dict[str, str | None] | None = None,
-        include_airflow_query_tags: bool = True,
-        polling_period_seconds: float = 5,
-        databricks_retry_limit: int = 3,
-        databricks_retry_delay: float = 1,
-        databricks_retry_args: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.databricks_conn_id = databricks_conn_id
-        self.http_path = http_path
-        self.sql_warehouse_name = sql_warehouse_name
-        self.warehouse_id = warehouse_id
-        self.catalog = catalog
-        self.schema = schema
-        self.query_tags = query_tags
-        self.include_airflow_query_tags = include_airflow_query_tags
-        self.polling_period_seconds = polling_period_seconds
-        self.databricks_retry_limit = databricks_retry_limit
-        self.databricks_retry_delay = databricks_retry_delay
-        self.databricks_retry_args = databricks_retry_args
-        check_common(self)
-        if warehouse_id is not None and is_literal(warehouse_id):
-            sql_models.check_warehouse_id(warehouse_id)
 
 
 class DatabricksSqlSensor(_WarehouseSensor):

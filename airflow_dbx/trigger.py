@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_dbx import compat
 from airflow_dbx.models import DEFAULT_CONN_ID
+from airflow_dbx.sql_models import keep_arguments
 from airflow_dbx.waiting import Watcher
 
 if TYPE_CHECKING:
@@ -37,6 +39,12 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
     await asyncio.shield(task)
 
 
+def _serialized(trigger: BaseTrigger) -> tuple[str, dict[str, Any]]:
+    """The classpath and the constructor's arguments, read back from the attributes of the same names."""
+    names = list(inspect.signature(type(trigger).__init__).parameters)[1:]
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}", {name: getattr(trigger, name) for name in names}
+
+
 class _CancellingTrigger(BaseTrigger):
     """Waits for one thing its task started, and cancels it when the task is stopped.
 
@@ -45,10 +53,16 @@ class _CancellingTrigger(BaseTrigger):
     """
 
     cancel_on_kill: bool
+    polling_period_seconds: float
+    waiting_since: float
 
     @property
     def subject(self) -> str:
         raise NotImplementedError
+
+    def _watcher(self, deadline: float | None) -> Watcher:
+        """The schedule, resumed where the wait began (a rebuilt trigger keeps its pace)."""
+        return Watcher(self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=deadline)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -167,10 +181,7 @@ class DatabricksRunTrigger(_CancellingTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         hook = self._hook()
-        watcher = Watcher(
-            self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.deadline
-        )
-        run = await hook.a_wait_for_run(self.run_id, watcher)
+        run = await hook.a_wait_for_run(self.run_id, self._watcher(self.deadline))
         if run is None:
             return await self._time_out(hook)
         return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
@@ -193,6 +204,16 @@ class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
     :class:`DatabricksRunTrigger`.
     """
 
+    statement_id: str
+    databricks_conn_id: str
+    end_time: float | None
+    polling_period_seconds: float
+    retry_limit: int
+    retry_delay: float
+    retry_args: dict[str, Any] | None
+    caller: str
+    waiting_since: float
+
     def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
         self,
         statement_id: str,
@@ -207,23 +228,11 @@ class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
         cancel_on_kill: bool = True,
     ) -> None:
         super().__init__()
-        self.statement_id = statement_id
-        self.databricks_conn_id = databricks_conn_id
-        self.end_time = end_time
-        self.polling_period_seconds = polling_period_seconds
-        self.retry_limit = retry_limit
-        self.retry_delay = retry_delay
-        self.retry_args = retry_args
-        self.caller = caller
+        keep_arguments(self, locals())
         self.waiting_since = time.time() if waiting_since is None else waiting_since
-        self.cancel_on_kill = cancel_on_kill
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        names = (
-            "statement_id", "databricks_conn_id", "end_time", "polling_period_seconds", "retry_limit",
-            "retry_delay", "retry_args", "caller", "waiting_since", "cancel_on_kill",
-        )
-        return f"{type(self).__module__}.{type(self).__qualname__}", {name: getattr(self, name) for name in names}
+        return _serialized(self)
 
     @property
     def subject(self) -> str:
@@ -240,10 +249,7 @@ class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
 
     async def _wait(self) -> dict[str, Any]:
         hook = self._hook()
-        watcher = Watcher(
-            self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.end_time
-        )
-        statement = await hook.a_wait_for_statement(self.statement_id, watcher)
+        statement = await hook.a_wait_for_statement(self.statement_id, self._watcher(self.end_time))
         if statement is None:
             statement = await hook.a_get_statement(self.statement_id)
             if not statement.state.is_terminal:
@@ -261,6 +267,15 @@ class DatabricksWarehouseTrigger(BaseTrigger):
     """Poll a SQL warehouse until a start or stop took effect; one event with its state
     (``None`` once ``end_time`` passed). Never changes the warehouse itself."""
 
+    warehouse_id: str
+    action: str
+    databricks_conn_id: str
+    end_time: float | None
+    polling_period_seconds: float
+    retry_limit: int
+    retry_delay: float
+    retry_args: dict[str, Any] | None
+
     def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
         self,
         warehouse_id: str,
@@ -273,21 +288,10 @@ class DatabricksWarehouseTrigger(BaseTrigger):
         retry_args: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.warehouse_id = warehouse_id
-        self.action = action
-        self.databricks_conn_id = databricks_conn_id
-        self.end_time = end_time
-        self.polling_period_seconds = polling_period_seconds
-        self.retry_limit = retry_limit
-        self.retry_delay = retry_delay
-        self.retry_args = retry_args
+        keep_arguments(self, locals())
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        names = (
-            "warehouse_id", "action", "databricks_conn_id", "end_time", "polling_period_seconds",
-            "retry_limit", "retry_delay", "retry_args",
-        )
-        return f"{type(self).__module__}.{type(self).__qualname__}", {name: getattr(self, name) for name in names}
+        return _serialized(self)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_dbx.sql_hook import DatabricksSqlHook
