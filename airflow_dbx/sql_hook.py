@@ -129,7 +129,11 @@ class DatabricksSqlHook(DatabricksHook):
         when it did not succeed."""
         statement = self.execute_statement(body)
         if not statement.state.is_terminal:
-            ended = self.wait_for_statement(statement.statement_id, watcher)
+            try:
+                ended = self.wait_for_statement(statement.statement_id, watcher)
+            except BaseException:  # the task's execution_timeout, a kill: the statement must not go on
+                self.cancel_statement(statement.statement_id)
+                raise
             if ended is None:
                 self.cancel_statement(statement.statement_id)
                 raise TimeoutError(f"Databricks SQL statement {statement.statement_id} was cancelled: timeout")

@@ -127,6 +127,9 @@ class DatabricksSQLStatementsSensor(_WarehouseSensor):
         super().__init__(**kwargs)
         if (statement is None) == (statement_id is None):
             raise PayloadError("statement", "give either statement or statement_id")
+        if statement is not None and self.mode == "reschedule":
+            # Each reschedule is a fresh instance: it would start the statement again.
+            raise PayloadError("mode", "a sensor that starts its statement cannot reschedule; use poke or deferrable")
         self.statement = statement
         self.statement_id = statement_id
         self.parameters = parameters

@@ -173,7 +173,7 @@ def test_a_triggerer_restart_cancels_nothing(emulator, try_context, monkeypatch)
     from airflow_dbx import compat
 
     monkeypatch.setattr(compat, "task_instance_state", lambda *args: "deferred")
-    statement_id = _slow_statement(emulator, try_context, "20")
+    statement_id = _slow_statement(emulator, try_context, "60")
     first = DatabricksSQLStatementExecutionTrigger(statement_id, polling_period_seconds=1)
     first.task_instance = _DeferredTaskInstance()
 

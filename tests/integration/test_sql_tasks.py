@@ -71,6 +71,17 @@ def test_warehouse_by_name_and_a_failure_stops_the_script(emulator, try_context)
         sql_op(sql="SELECT 1", sql_endpoint_name="no such warehouse").execute(try_context())
 
 
+def test_a_statement_past_its_timeout_is_cancelled(emulator, try_context) -> None:
+    from airflow_dbx.compat import AirflowTaskTimeout
+
+    op = sql_op(sql="SELECT 1", warehouse_id=DEFAULT_WAREHOUSE_ID, timeout=2, query_tags={"emulator_duration": "600"})
+    with pytest.raises(AirflowTaskTimeout):
+        op.execute(try_context())
+    with emulator.sql.lock:
+        (statement,) = emulator.sql.statements.values()
+    assert (statement.state, statement.executions) == ("CANCELED", 0)
+
+
 def test_sql_sensor_and_partition_sensor(emulator, try_context) -> None:
     sql_op(sql="CREATE TABLE sales (region STRING, day STRING) PARTITIONED BY (day)",
            warehouse_id=DEFAULT_WAREHOUSE_ID).execute(try_context())
@@ -131,6 +142,8 @@ def test_stop_then_start_a_warehouse(emulator, try_context) -> None:
         (lambda: DatabricksPartitionSensor(task_id="p", table_name="t", partitions={"x": 1}, partition_operator="LIKE"),
          "partition_operator"),
         (lambda: DatabricksStartWarehouseOperator(task_id="s", warehouse_id=7), "warehouse_id"),
+        (lambda: DatabricksSQLStatementsSensor(task_id="w", warehouse_id="w", statement="SELECT 1", mode="reschedule"),
+         "mode"),
     ],
 )
 def test_bad_input_fails_at_parse_time(make: Any, field: str) -> None:
