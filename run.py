@@ -93,10 +93,11 @@ def _asks_for(pytest_args: Sequence[str], directory: str) -> bool:
 
 
 def extras_for(invocation: Invocation, environ: Mapping[str, str]) -> frozenset[str]:
-    """The package extras the command needs: ``test`` for the tests, plus each optional suite asked for."""
+    """The package extras the command needs: ``emulator`` (its SQL engine) for the demo and the tests,
+    ``test`` for the tests, plus each optional suite asked for."""
     if invocation.command == "demo":
-        return frozenset()
-    extras = {"test"}
+        return frozenset({"emulator"})
+    extras = {"test", "emulator"}
     for extra, (variable, directory) in OPTIONAL_SUITES.items():
         if environ.get(variable) == "1" or _asks_for(invocation.pytest_args, directory):
             extras.add(extra)

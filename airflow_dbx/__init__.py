@@ -110,12 +110,24 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-dbx",
         "name": "Databricks (airflow-dbx)",
-        "description": "Run Databricks jobs from Apache Airflow 3.",
+        "description": "Run Databricks jobs and SQL from Apache Airflow 3.",
         "versions": [__version__],
         "connection-types": [connection_type],
         "extra-links": ["airflow_dbx.operators.DatabricksRunLink"],
+        "operators": [
+            {
+                "integration-name": "Databricks",
+                "python-modules": [
+                    "airflow_dbx.operators", "airflow_dbx.sql_operators", "airflow_dbx.sql_batch",
+                    "airflow_dbx.warehouse_operators",
+                ],
+            },
+        ],
+        "hooks": [
+            {"integration-name": "Databricks", "python-modules": ["airflow_dbx.hook", "airflow_dbx.sql_hook"]},
+        ],
         "sensors": [
-            {"integration-name": "Databricks", "python-modules": ["airflow_dbx.sensors"]},
+            {"integration-name": "Databricks", "python-modules": ["airflow_dbx.sensors", "airflow_dbx.sql_sensors"]},
         ],
         "triggers": [
             {"integration-name": "Databricks", "python-modules": ["airflow_dbx.trigger"]},

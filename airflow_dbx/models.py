@@ -18,10 +18,15 @@ DEFAULT_CONN_ID = "databricks_default"
 class Endpoint(NamedTuple):
     method: str
     path: str
+    version: str = "2.2"  # the SQL APIs are 2.0
+
+    @property
+    def url_path(self) -> str:
+        return f"/api/{self.version}/{self.path}"
 
     @property
     def label(self) -> str:
-        return f"{self.method} {API_PREFIX}{self.path}"
+        return f"{self.method} {self.url_path}"
 
 
 SUBMIT_RUN = Endpoint("POST", "jobs/runs/submit")
@@ -190,7 +195,7 @@ def id_in(answer: Mapping[str, Any], key: str, endpoint: Endpoint) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
         raise DatabricksApiError(
             method=endpoint.method,
-            endpoint=API_PREFIX + endpoint.path,
+            endpoint=endpoint.url_path,
             status_code=200,
             message=f"the answer has no {key}: {json.dumps(answer)[:200]}",
         )

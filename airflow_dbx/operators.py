@@ -32,7 +32,10 @@ from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
+from airflow_dbx.sql_batch import DatabricksCopyIntoOperator, DatabricksSqlOperator
+from airflow_dbx.sql_operators import DatabricksSQLStatementsOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
+from airflow_dbx.warehouse_operators import DatabricksStartWarehouseOperator, DatabricksStopWarehouseOperator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -43,8 +46,10 @@ if TYPE_CHECKING:
     from airflow_dbx.models import Run
 
 __all__ = [
-    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksRunLink",
-    "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSubmitRunOperator", "is_literal",
+    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksCopyIntoOperator",
+    "DatabricksRunLink", "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSQLStatementsOperator",
+    "DatabricksSqlOperator", "DatabricksStartWarehouseOperator", "DatabricksStopWarehouseOperator",
+    "DatabricksSubmitRunOperator", "is_literal",
 ]
 
 log = logging.getLogger(__name__)

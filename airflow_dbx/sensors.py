@@ -160,3 +160,13 @@ def _run_id_of(value: Any) -> int:
     ):
         raise PayloadError("run_id", f"expected a Databricks run id (an integer), got {value!r}")
     return int(value)
+
+
+# The SQL sensors live in their own module; importing them here keeps one import path.
+from airflow_dbx.sql_sensors import (  # noqa: E402
+    DatabricksPartitionSensor,
+    DatabricksSqlSensor,
+    DatabricksSQLStatementsSensor,
+)
+
+__all__ = ["DatabricksPartitionSensor", "DatabricksRunSensor", "DatabricksSQLStatementsSensor", "DatabricksSqlSensor"]

@@ -1,8 +1,9 @@
-"""DatabricksRunTrigger: waits in the triggerer for a run to end, holding no worker slot."""
+"""Triggers: wait in the triggerer for a run or a SQL statement to end, holding no worker slot."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -12,11 +13,14 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_dbx import compat
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
+from airflow_dbx.sql_models import keep_arguments
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
 
     from airflow_dbx.hook import DatabricksHook
+    from airflow_dbx.sql_hook import DatabricksSqlHook
+    from airflow_dbx.waiting import Watcher
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,105 @@ async def _finish_even_if_cancelled(work: Coroutine[Any, Any, None]) -> None:
     await asyncio.shield(task)
 
 
-class DatabricksRunTrigger(BaseTrigger):
+def _retry_args(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The tenacity arguments a trigger's JSON ``retry_args`` describe."""
+    from airflow_dbx._http.retry_args import decode  # run time only
+
+    return decode(spec)
+
+
+def _serialized(trigger: BaseTrigger) -> tuple[str, dict[str, Any]]:
+    """The classpath and the constructor's arguments, read back from the attributes of the same names."""
+    names = list(inspect.signature(type(trigger).__init__).parameters)[1:]
+    return f"{type(trigger).__module__}.{type(trigger).__qualname__}", {name: getattr(trigger, name) for name in names}
+
+
+class _CancellingTrigger(BaseTrigger):
+    """Waits for one thing its task started, and cancels it when the task is stopped.
+
+    Subclasses say what they wait for (``_wait``), how to cancel it (``_cancel``) and how to
+    name it in the log (``subject``).
+    """
+
+    cancel_on_kill: bool
+    polling_period_seconds: float
+    waiting_since: float
+
+    @property
+    def subject(self) -> str:
+        raise NotImplementedError
+
+    def _watcher(self, deadline: float | None) -> Watcher:
+        """The schedule, resumed where the wait began (a rebuilt trigger keeps its pace)."""
+        from airflow_dbx.waiting import Watcher  # run time only: the operators import this module
+
+        return Watcher(self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=deadline)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            event = await self._wait()
+        except asyncio.CancelledError:
+            if not compat.TRIGGER_HAS_ON_KILL:
+                await _finish_even_if_cancelled(self._cancel_if_task_left())
+            raise
+        except DatabricksError as exc:
+            lost = self._lost(exc)
+            if lost is None:
+                raise
+            log.warning("Stopped watching Databricks %s: %s", self.subject, exc)
+            event = lost
+        yield TriggerEvent(event)
+
+    async def _wait(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _lost(self, exc: DatabricksError) -> dict[str, Any] | None:
+        """The event that tells the task its wait failed (None: the trigger fails instead).
+
+        A task that can decide what a lost wait means (cancel its work on its last try)
+        gets the error in its event rather than a failed trigger.
+        """
+        return None
+
+    async def _cancel(self) -> None:
+        raise NotImplementedError
+
+    async def on_kill(self) -> None:
+        """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
+        await _finish_even_if_cancelled(self._cancel_if_task_left(assume_left=True))
+
+    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
+        """Cancel, unless the task instance is still deferred on what this trigger waits for.
+
+        A triggerer that restarts or hands the trigger to another triggerer also cancels
+        this coroutine; the task instance is then still ``deferred`` and the work must go on.
+        A trigger made with ``cancel_on_kill=False`` (a sensor's: its task did not start the
+        work) never cancels.
+        """
+        subject = self.subject
+        if not self.cancel_on_kill:
+            log.info("Stopped watching Databricks %s; it goes on (this task did not start it)", subject)
+            return
+        ti = getattr(self, "task_instance", None)
+        state: str | None = "unknown"
+        if ti is not None:
+            try:
+                state = await asyncio.to_thread(
+                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
+                )
+            except Exception as exc:
+                log.warning("Could not read the task's state (%s)", type(exc).__name__)
+        if state == "deferred" or (state == "unknown" and not assume_left):
+            log.info("Trigger for Databricks %s stopped; the task still waits, so it goes on", subject)
+            return
+        log.info("Task left its deferral (state %s); cancelling Databricks %s", state, subject)
+        try:
+            await self._cancel()
+        except DatabricksError as exc:  # nothing is left to report it to but the log
+            log.error("Could not cancel Databricks %s: %s", subject, exc)
+
+
+class DatabricksRunTrigger(_CancellingTrigger):
     """Poll one Databricks run until it ends and fire one event with its outcome.
 
     The event payload is the run's summary (``airflow_dbx.outcome.summarise_run``),
@@ -95,35 +197,24 @@ class DatabricksRunTrigger(BaseTrigger):
         )
 
     def _hook(self) -> DatabricksHook:
-        # Imported here: the operators import this module at parse time, DAG files need neither.
-        from airflow_dbx._http.retry_args import decode as decode_retry_args
-        from airflow_dbx.hook import DatabricksHook
+        from airflow_dbx.hook import DatabricksHook  # the operators import this module at parse time
 
-        retrying = (self.retry_limit, self.retry_delay, decode_retry_args(self.retry_args))
+        retrying = (self.retry_limit, self.retry_delay, _retry_args(self.retry_args))
         return DatabricksHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
 
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    def _lost(self, exc: DatabricksError) -> dict[str, Any]:
+        return {"run_id": self.run_id, "run_page_url": self.run_page_url, "error": str(exc)}
+
+    @property
+    def subject(self) -> str:
+        return f"run {self.run_id}"
+
+    async def _cancel(self) -> None:
+        await self._hook().a_cancel_run(self.run_id)
+
+    async def _wait(self) -> dict[str, Any]:
         hook = self._hook()
-        try:
-            event = await self._wait(hook)
-        except asyncio.CancelledError:
-            if not compat.TRIGGER_HAS_ON_KILL:
-                await _finish_even_if_cancelled(self._cancel_if_task_left())
-            raise
-        except DatabricksError as exc:
-            # The task decides what a lost wait means (cancel the run on its last try), so the
-            # error travels in the event instead of failing the trigger.
-            log.warning("Stopped watching Databricks run %s: %s", self.run_id, exc)
-            event = {"run_id": self.run_id, "run_page_url": self.run_page_url, "error": str(exc)}
-        yield TriggerEvent(event)
-
-    async def _wait(self, hook: DatabricksHook) -> dict[str, Any]:
-        from airflow_dbx.waiting import Watcher
-
-        watcher = Watcher(
-            self.polling_period_seconds, waited=time.time() - self.waiting_since, deadline=self.deadline
-        )
-        run = await hook.a_wait_for_run(self.run_id, watcher)
+        run = await hook.a_wait_for_run(self.run_id, self._watcher(self.deadline))
         if run is None:
             return await self._time_out(hook)
         return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
@@ -136,35 +227,111 @@ class DatabricksRunTrigger(BaseTrigger):
         await hook.a_cancel_run(self.run_id)
         return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}
 
-    async def on_kill(self) -> None:
-        """Airflow 3.3+: a user marked, cleared or stopped the deferred task."""
-        await _finish_even_if_cancelled(self._cancel_if_task_left(assume_left=True))
 
-    async def _cancel_if_task_left(self, *, assume_left: bool = False) -> None:
-        """Cancel the run, unless the task instance is still deferred on it.
+class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
+    """Poll one SQL statement until it ends, and fire one event with its state.
 
-        A triggerer that restarts or hands the trigger to another triggerer also cancels
-        this coroutine; the task instance is then still ``deferred`` and the run must go on.
-        A trigger made with ``cancel_on_kill=False`` (a sensor's: its task did not start the
-        run) never cancels.
-        """
-        if not self.cancel_on_kill:
-            log.info("Stopped watching Databricks run %s; it goes on (this task did not start it)", self.run_id)
-            return
-        ti = getattr(self, "task_instance", None)
-        state: str | None = "unknown"
-        if ti is not None:
-            try:
-                state = await asyncio.to_thread(
-                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
-                )
-            except Exception as exc:
-                log.warning("Could not read the task's state (%s)", type(exc).__name__)
-        if state == "deferred" or (state == "unknown" and not assume_left):
-            log.info("Trigger for Databricks run %s stopped; the task still waits, so the run goes on", self.run_id)
-            return
-        log.info("Task left its deferral (state %s); cancelling Databricks run %s", state, self.run_id)
-        try:
-            await self._hook().a_cancel_run(self.run_id)
-        except DatabricksError as exc:  # nothing is left to report it to but the log
-            log.error("Could not cancel Databricks run %s: %s", self.run_id, exc)
+    The event is ``{"statement_id", "state", "error_code", "error_message"}``, or
+    ``{"statement_id", "timed_out": True}`` when ``end_time`` (epoch seconds) passed first,
+    the statement then cancelled. The same restart and cancellation rules as
+    :class:`DatabricksRunTrigger`.
+    """
+
+    statement_id: str
+    databricks_conn_id: str
+    end_time: float | None
+    polling_period_seconds: float
+    retry_limit: int
+    retry_delay: float
+    retry_args: dict[str, Any] | None
+    caller: str
+    waiting_since: float
+
+    def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
+        self,
+        statement_id: str,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        end_time: float | None = None,
+        polling_period_seconds: float = 30,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+        retry_args: dict[str, Any] | None = None,
+        caller: str = "DatabricksSQLStatementExecutionTrigger",
+        waiting_since: float | None = None,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        keep_arguments(self, locals())
+        self.waiting_since = time.time() if waiting_since is None else waiting_since
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return _serialized(self)
+
+    @property
+    def subject(self) -> str:
+        return f"SQL statement {self.statement_id}"
+
+    def _hook(self) -> DatabricksSqlHook:
+        from airflow_dbx.sql_hook import DatabricksSqlHook
+
+        retrying = (self.retry_limit, self.retry_delay, _retry_args(self.retry_args))
+        return DatabricksSqlHook(self.databricks_conn_id, *retrying, caller=self.caller)
+
+    async def _cancel(self) -> None:
+        await self._hook().a_cancel_statement(self.statement_id)
+
+    async def _wait(self) -> dict[str, Any]:
+        hook = self._hook()
+        statement = await hook.a_wait_for_statement(self.statement_id, self._watcher(self.end_time))
+        if statement is None:
+            statement = await hook.a_get_statement(self.statement_id)
+            if not statement.state.is_terminal:
+                log.warning("Deadline passed; cancelling Databricks SQL statement %s", self.statement_id)
+                await hook.a_cancel_statement(self.statement_id)
+                return {"statement_id": self.statement_id, "timed_out": True}
+        state = statement.state
+        return {
+            "statement_id": self.statement_id, "state": state.state,
+            "error_code": state.error_code, "error_message": state.message,
+        }
+
+
+class DatabricksWarehouseTrigger(BaseTrigger):
+    """Poll a SQL warehouse until a start or stop took effect; one event with its state
+    (``None`` once ``end_time`` passed). Never changes the warehouse itself."""
+
+    warehouse_id: str
+    action: str
+    databricks_conn_id: str
+    end_time: float | None
+    polling_period_seconds: float
+    retry_limit: int
+    retry_delay: float
+    retry_args: dict[str, Any] | None
+
+    def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
+        self,
+        warehouse_id: str,
+        action: str,
+        databricks_conn_id: str = DEFAULT_CONN_ID,
+        end_time: float | None = None,
+        polling_period_seconds: float = 30,
+        retry_limit: int = 3,
+        retry_delay: float = 1.0,
+        retry_args: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        keep_arguments(self, locals())
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return _serialized(self)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from airflow_dbx.sql_hook import DatabricksSqlHook
+        from airflow_dbx.waiting import Watcher
+
+        retrying = (self.retry_limit, self.retry_delay, _retry_args(self.retry_args))
+        hook = DatabricksSqlHook(self.databricks_conn_id, *retrying, caller=type(self).__name__)
+        watcher = Watcher(self.polling_period_seconds, deadline=self.end_time)
+        state = await hook.a_wait_for_warehouse(self.warehouse_id, self.action, watcher)
+        yield TriggerEvent({"warehouse_id": self.warehouse_id, "state": state})

@@ -12,12 +12,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Generator
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from airflow_dbx.errors import DatabricksApiError
-
-if TYPE_CHECKING:
-    from airflow_dbx.models import Run
 
 T = TypeVar("T")
 # A generator of effects whose return value is the result; a driver performs the effects.
@@ -131,11 +128,27 @@ class Watcher:
         return delay * self._uniform(0.9, 1.1)
 
 
-# A status check: the run, and whether the workspace throttled any attempt of it.
-Check = Callable[[], "Plan[tuple[Run, bool]]"]
+class _State(Protocol):
+    @property
+    def outcome(self) -> str | None: ...
+
+    @property
+    def is_terminal(self) -> bool: ...
 
 
-def watch(run_id: int, check: Check, watcher: Watcher) -> Plan[Run | None]:
+class Watched(Protocol):
+    """What a wait watches: a run or a SQL statement, whose ``state`` says where it is."""
+
+    @property
+    def state(self) -> _State: ...
+
+
+W = TypeVar("W", bound=Watched)
+# A status check: the run (or statement), and whether the workspace throttled any attempt of it.
+Check = Callable[[], "Plan[tuple[W, bool]]"]
+
+
+def watch(run_id: int | str, check: Check[W], watcher: Watcher, what: str = "run") -> Plan[W | None]:
     """Check run ``run_id`` on ``watcher``'s schedule until it ends (the run) or the deadline passes (None)."""
     outcome = None
     while (pause := watcher.pause()) is not None:
@@ -147,12 +160,12 @@ def watch(run_id: int, check: Check, watcher: Watcher) -> Plan[Run | None]:
             # A throttled workspace is routine with many waiters; say so loudly only when it lasts.
             level = logging.WARNING if watcher.outage.failures >= 3 else logging.INFO
             pause = watcher.pause() or 0.0
-            log.log(level, "Could not check Databricks run %s (%s); next check in %.0fs", run_id, exc, pause)
+            log.log(level, "Could not check Databricks %s %s (%s); next check in %.0fs", what, run_id, exc, pause)
             continue
         watcher.answered(throttled=throttled)
         if run.state.outcome != outcome:
             outcome = run.state.outcome
-            log.info("Databricks run %s is %s", run_id, outcome)
+            log.info("Databricks %s %s is %s", what, run_id, outcome)
         if run.state.is_terminal:
             return run
     return None

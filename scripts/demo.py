@@ -46,6 +46,7 @@ EXAMPLES = [
     Example("dbx_run_now_by_name"),
     Example("dbx_deferrable", command=True),
     Example("dbx_failure_report", succeeds=False),
+    Example("dbx_sql"),  # judged by its SQL statements: it starts no run
 ]
 IN_WORKERS = [example for example in EXAMPLES if not example.command]
 WORKERS = max(1, min(2, os.cpu_count() or 1, len(IN_WORKERS)))
@@ -89,6 +90,20 @@ class Outcome:
 # --------------------------------------------------------------------------- worker
 
 
+def work_done(emu: Emulator) -> list[dict[str, Any]]:
+    """What a DAG did in Databricks, as the emulator saw it: its runs, then its SQL statements."""
+    done = [
+        {"result": (run.get("state") or {}).get("result_state"), "url": run["run_page_url"]} for run in emu.runs()
+    ]
+    with emu.sql.lock:
+        statements = list(emu.sql.statements.values())
+    done += [
+        {"result": "SUCCESS" if s.state == "SUCCEEDED" else s.state, "url": f"SQL statement {s.statement_id}"}
+        for s in statements
+    ]
+    return done
+
+
 def _load_dags(dag_ids: list[str]) -> dict[str, Any]:
     try:
         dagbag = importlib.import_module("airflow.dag_processing.dagbag")
@@ -128,10 +143,7 @@ def work(work_dir: Path, dag_ids: list[str]) -> int:
                 sys.stderr.flush()
                 os.dup2(saved, 1)
                 os.dup2(saved, 2)
-            runs = [
-                {"result": (run.get("state") or {}).get("result_state"), "url": run["run_page_url"]}
-                for run in emu.runs()
-            ]
+            runs = work_done(emu)
         line = {"dag_id": dag_id, "state": state, "seconds": time.monotonic() - started, "runs": runs}
         report.write(RESULT + json.dumps(line) + "\n")
     return 0
@@ -206,10 +218,7 @@ def run_command(example: Example, template: Path, work_dir: Path, env: dict[str,
         emu.create_job(RUN_NOW_JOB)
         variables = {**sqlite_env(env, database), "AIRFLOW_CONN_DATABRICKS_DEFAULT": emu.conn_json()}
         code = airflow("dags", "test", example.dag_id, LOGICAL_DATE.date().isoformat(), env=variables, log=log)
-        runs = [
-            {"result": (run.get("state") or {}).get("result_state"), "url": run["run_page_url"]}
-            for run in emu.runs()
-        ]
+        runs = work_done(emu)
     database.unlink(missing_ok=True)
     return Outcome(example, "success" if code == 0 else "failed", time.monotonic() - started, log, runs)
 

@@ -19,7 +19,13 @@ import pytest
 from airflow_dbx import compat, errors, models, payloads
 from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook
-from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
+from airflow_dbx.operators import (
+    DatabricksCopyIntoOperator,
+    DatabricksRunNowOperator,
+    DatabricksSQLStatementsOperator,
+    DatabricksSubmitRunOperator,
+)
+from airflow_dbx.sensors import DatabricksPartitionSensor
 from airflow_dbx.trigger import DatabricksRunTrigger
 from tests.integration.conftest import TryContext
 
@@ -51,6 +57,12 @@ class Env:
     def job(self, name: str = "nightly") -> int:
         return self.emu.create_job({"name": name, "tasks": [
             {"task_key": "only", "existing_cluster_id": CLUSTER, "notebook_task": {"notebook_path": "/nb"}}]})
+
+
+def sql_statement(**kwargs: Any) -> DatabricksSQLStatementsOperator:
+    kwargs.setdefault("statement", "SELECT 1")
+    kwargs.setdefault("warehouse_id", "a1b2c3d4e5f60718")
+    return DatabricksSQLStatementsOperator(task_id="bad_sql", **kwargs)
 
 
 def submit(**kwargs: Any) -> DatabricksSubmitRunOperator:
@@ -316,6 +328,32 @@ ROWS = [
     row("arg-idempotency-token-empty",
         lambda env: submit(idempotency_token=""),
         "idempotency_token: expected a string of 1 to 64 characters", at="parse"),
+    # ------------------------------------------------------------------ SQL arguments (issue 15)
+    row("sql-empty-statement",
+        lambda env: sql_statement(statement="   "), "statement: must be a non-empty SQL statement", at="parse"),
+    row("sql-parameter-not-name-value",
+        lambda env: sql_statement(parameters=[{"key": "a", "value": "1"}]),
+        "parameters: each parameter must be {'name': ..., 'value': ...}", at="parse"),
+    row("sql-parameter-duplicate-name",
+        lambda env: sql_statement(parameters=[{"name": "a", "value": "1"}, {"name": "a", "value": "2"}]),
+        "parameters: the parameter name 'a' is given twice", at="parse"),
+    row("sql-warehouse-id-not-a-string",
+        lambda env: sql_statement(warehouse_id=1234), "warehouse_id: must be a warehouse id (a non-empty string)",
+        at="parse"),
+    row("sql-row-bound-below-zero",
+        lambda env: sql_statement(max_xcom_rows=-1), "max_xcom_rows: must be an integer of at least 0", at="parse"),
+    row("sql-partition-table-name-not-an-identifier",
+        lambda env: DatabricksPartitionSensor(task_id="p", table_name="sales; DROP TABLE x", partitions={"d": "1"}),
+        "table_name: must be [catalog.][schema.]table", at="parse"),
+    row("sql-partition-table-name-four-parts",
+        lambda env: DatabricksPartitionSensor(task_id="p", table_name="a.b.c.d", partitions={"d": "1"}),
+        "table_name: must be [catalog.][schema.]table", at="parse"),
+    row("sql-copy-into-unknown-file-format",
+        lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="t", file_location="s3://b/x", file_format="XLSX"),
+        "file_format: must be one of CSV, JSON, PARQUET, AVRO, ORC, TEXT, BINARYFILE, got 'XLSX'", at="parse"),
+    row("sql-copy-into-table-name-not-an-identifier",
+        lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="1x", file_location="s3://b/x", file_format="CSV"),
+        "table_name: must be [catalog.][schema.]table", at="parse"),
     # ------------------------------------------------------------------ API answers
     row("api-403-on-submit",
         api_answer("POST", "jobs/runs/submit", status=403, body={

@@ -82,28 +82,28 @@ def extras(*argv: str, **environ: str) -> set[str]:
     return set(run.extras_for(run.parse_args(argv), environ))
 
 
-def test_the_demo_needs_no_extra() -> None:
-    assert extras("demo") == set()
+def test_the_demo_needs_the_emulator_extra_only() -> None:
+    assert extras("demo") == {"emulator"}
 
 
-def test_the_tests_need_the_test_extra_only_by_default() -> None:
-    assert extras("test") == {"test"}
-    assert extras("test", "--", "-k", "browser or deployment") == {"test"}
+def test_the_tests_need_the_test_and_emulator_extras_only_by_default() -> None:
+    assert extras("test") == {"test", "emulator"}
+    assert extras("test", "--", "-k", "browser or deployment") == {"test", "emulator"}
 
 
 @pytest.mark.parametrize(
     ("argv", "environ", "expected"),
     [
-        (["test"], {"AIRFLOW_DBX_BROWSER": "1"}, {"test", "browser"}),
-        (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "1"}, {"test", "deployment"}),
-        (["test"], {"AIRFLOW_DBX_BROWSER": "0", "AIRFLOW_DBX_DEPLOYMENT": ""}, {"test"}),
-        (["test", "--", "tests/deployment", "-x"], {}, {"test", "deployment"}),
-        (["test", "tests/deployment/"], {}, {"test", "deployment"}),
-        (["test", "--", "tests/browser/test_airflow_ui.py::test_x"], {}, {"test", "browser"}),
-        (["test", "--", "tests/deployment", "--deployment"], {}, {"test", "deployment"}),
-        (["test", "--", "--deployment"], {}, {"test", "deployment"}),
-        (["test", "--", "tests"], {}, {"test"}),
-        (["test", "--", "tests/browser_helpers.py"], {}, {"test"}),
+        (["test"], {"AIRFLOW_DBX_BROWSER": "1"}, {"test", "emulator", "browser"}),
+        (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "1"}, {"test", "emulator", "deployment"}),
+        (["test"], {"AIRFLOW_DBX_BROWSER": "0", "AIRFLOW_DBX_DEPLOYMENT": ""}, {"test", "emulator"}),
+        (["test", "--", "tests/deployment", "-x"], {}, {"test", "emulator", "deployment"}),
+        (["test", "tests/deployment/"], {}, {"test", "emulator", "deployment"}),
+        (["test", "--", "tests/browser/test_airflow_ui.py::test_x"], {}, {"test", "emulator", "browser"}),
+        (["test", "--", "tests/deployment", "--deployment"], {}, {"test", "emulator", "deployment"}),
+        (["test", "--", "--deployment"], {}, {"test", "emulator", "deployment"}),
+        (["test", "--", "tests"], {}, {"test", "emulator"}),
+        (["test", "--", "tests/browser_helpers.py"], {}, {"test", "emulator"}),
     ],
 )
 def test_optional_suites_bring_their_extras(argv: list[str], environ: dict[str, str], expected: set[str]) -> None:
@@ -116,7 +116,7 @@ def test_every_extra_run_py_asks_for_exists_in_setup_cfg() -> None:
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
     declared = set(config["options.extras_require"])
-    assert {"test", *run.OPTIONAL_SUITES} <= declared
+    assert {"test", "emulator", *run.OPTIONAL_SUITES} <= declared
     assert "selenium" not in config["options.extras_require"]["test"]
     assert "psycopg2" not in config["options.extras_require"]["test"]
 

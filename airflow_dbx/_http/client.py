@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import requests
 
 from airflow_dbx.auth import run_blocking
-from airflow_dbx.models import API_PREFIX, Endpoint
 
 from .drivers import AiohttpDriver, RequestsDriver, adrive, drive
 from .exchange import Answer, Request, exchange, query_params, scrub, send_once
@@ -22,6 +21,7 @@ from .settings import Settings, read_settings
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
+    from airflow_dbx.models import Endpoint
     from airflow_dbx.waiting import Plan
 
     from .retry import RetryPolicy
@@ -75,19 +75,24 @@ class ApiClient:
         return await adrive(plan, AiohttpDriver(await self.asettings()).perform)
 
     def call(
-        self, endpoint: Endpoint, *, params: Mapping[str, Any] | None = None, body: Mapping[str, Any] | None = None
+        self,
+        endpoint: Endpoint,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | None = None,
+        policy: RetryPolicy | None = None,
     ) -> Plan[Answer]:
-        """The plan of one API request, retried as the policy says."""
+        """The plan of one API request, retried as ``policy`` (by default the client's) says."""
         settings = self.settings()  # loaded by run() or arun() before any plan starts
         request = Request(
             endpoint.method,
-            f"{settings.base_url}{API_PREFIX}{endpoint.path}",
-            API_PREFIX + endpoint.path,
+            f"{settings.base_url}{endpoint.url_path}",
+            endpoint.url_path,
             params=query_params(params),
             json=body,
             headers={"User-Agent": self.user_agent},
         )
-        return exchange(request, settings.auth, self.policy, self.scrub)
+        return exchange(request, settings.auth, policy or self.policy, self.scrub)
 
     def fetch_token(self, url: str, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> Mapping[str, Any]:
         """POST a token request, blocking (async callers are already in a thread): the auth

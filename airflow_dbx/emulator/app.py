@@ -23,13 +23,15 @@ from airflow_dbx.emulator.engine import Engine
 from airflow_dbx.emulator.errors import ApiError
 from airflow_dbx.emulator.faults import Faults, normalise_path, retry_after_header
 from airflow_dbx.emulator.payloads import parse_json_body
+from airflow_dbx.emulator.sql_routes import external_result, sql_api
+from airflow_dbx.emulator.sql_statements import EXTERNAL_PREFIX, SqlService
 
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/__emulator__/"
 LOG_LIMIT = 100_000
 JSON = "application/json"
-_API = re.compile(r"^/api/(2\.[12])/(.+?)/?$")
+_API = re.compile(r"^/api/(2\.[012])/(.+?)/?$")
 _AZURE = re.compile(r"^/([^/]+)/oauth2/(v2\.0/)?token/?$")
 _SECRET_QUERY = frozenset({"token", "access_token", "client_secret", "password", "code"})
 
@@ -69,6 +71,7 @@ class State:
 
     def __init__(self, time_scale: float = 1.0, clock: Callable[[], float] | None = None) -> None:
         self.engine = Engine(time_scale, clock or time.time)
+        self.sql = SqlService(self.engine.clock, time_scale, self.engine.lock)
         self.credentials = Credentials()
         self.faults = Faults()
         self.log: deque[RequestRecord] = deque(maxlen=LOG_LIMIT)
@@ -80,6 +83,7 @@ class State:
 
     def reset(self) -> None:
         self.engine.reset()
+        self.sql.reset()
         self.faults.reset()
         self.log.clear()
         self.request_counts.clear()
@@ -215,6 +219,8 @@ async def _fault_before(
 
 
 async def _api(state: State, request: web.Request, *, method: str, version: str, route: str, user: str) -> web.Response:
+    if version == "2.0" or route.startswith("sql/"):
+        return await sql_api(state.sql, request, version=version, route=route, user=user)
     handler = API_ROUTES.get((method, route))
     if handler is None:
         if route in _API_PATHS:
@@ -245,7 +251,9 @@ async def _api(state: State, request: web.Request, *, method: str, version: str,
 
 
 async def _public(state: State, request: web.Request, route: str) -> web.Response:
-    """The token endpoints and the run pages (no API credentials needed), or a 404."""
+    """The token endpoints, the run pages and SQL result links (no API credentials needed), or a 404."""
+    if request.path.startswith(EXTERNAL_PREFIX):
+        return await external_result(state.sql, request)
     page = runpage.PATH.match(request.path) if request.method == "GET" else None
     if page:
         with state.lock:

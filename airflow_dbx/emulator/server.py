@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
+    from airflow_dbx.emulator.sql_statements import SqlService
+
 DEFAULT_TOKEN = "dapi-emulator-token"
 
 
@@ -154,6 +156,11 @@ class Emulator:
         """Every token issued so far (OAuth and Azure) is refused from now on."""
         with self._state.lock:
             self._state.credentials.expire_issued()
+
+    @property
+    def sql(self) -> SqlService:
+        """The SQL warehouses and statements (``sql_statements``); hold ``sql.lock`` while reading."""
+        return self._state.sql
 
     def add_cluster(self, cluster_id: str) -> None:
         with self._state.lock:

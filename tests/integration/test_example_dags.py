@@ -32,7 +32,29 @@ def test_example_parses_without_errors_or_warnings(path: Path) -> None:
 
 
 def test_every_example_dag_is_tested() -> None:
-    assert {path.stem for path in EXAMPLES.glob("*.py")} == set(DAGS)
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == {*DAGS, "dbx_sql"}
+
+
+@pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
+def test_sql_example(deferrable: bool, emulator, airflow_db) -> None:
+    """The SQL example: judged from the emulator's warehouse and statements, and by querying it."""
+    pytest.importorskip("duckdb")
+    env = airflow_env(
+        AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLES), AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=str(deferrable)
+    )
+    result = subprocess.run([AIRFLOW, "dags", "test", "dbx_sql", "2026-01-01"], env=env, capture_output=True,
+                            text=True, timeout=300, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    with emulator.sql.lock:
+        statements = list(emulator.sql.statements.values())
+        events = [state for _, state in emulator.sql.warehouses.items["a1b2c3d4e5f60718"].events]
+    assert all(s.state == "SUCCEEDED" and s.executions == 1 for s in statements), output[-3000:]
+    inserts = [s for s in statements if "INSERT INTO sales" in s.statement]
+    assert len(inserts) == 1 and inserts[0].parameters[0]["value"] == "2026-01-01"
+    assert events[-2:] == ["STOPPING", "STOPPED"]
+    query = [s for s in statements if "SELECT region" in s.statement]
+    assert query[0].result is not None and query[0].result.rows == [["eu", "120.50"], ["us", "99.99"]]
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
