@@ -144,9 +144,13 @@ class Scenario:
         )
 
     def cancel_may_fail(self) -> bool:
-        """Whether a fault may make the cancel itself fail for good (the run then goes on)."""
-        cancel = [f for f in self.faults if f.path == "jobs/runs/cancel"]
-        return any(f.kind == "malformed" for f in cancel) or sum(f.count for f in cancel) >= self.retry_limit
+        """Whether a fault may stop the task from stopping its run: the cancel itself, or what must
+        come before it (the POST sent again to learn a run id never read, or the job looked up by
+        name before an earlier try's run can be found) failing for good."""
+        cleanup = ("jobs/runs/cancel", "jobs/runs/submit", "jobs/run-now", "jobs/list")
+        faults = [f for f in self.faults if f.path in cleanup]
+        per_path = Counter(f.path for f in faults for _ in range(f.count))
+        return any(f.kind == "malformed" for f in faults) or any(n >= self.retry_limit for n in per_path.values())
 
     @property
     def long(self) -> bool:
