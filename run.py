@@ -34,6 +34,16 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parent
 AIRFLOW_LINES = {"3.1": ">=3.1,<3.2", "3.2": ">=3.2,<3.3", "3.3": ">=3.3,<3.4"}
 NEWEST = "3.3"
+# Pins an Airflow line needs on top of its own requirements, passed to pip with the Airflow spec.
+# Airflow 3.2 (up to 3.2.2) was released before two changes it does not survive; the README gives
+# users the same pins. fastapi: from 0.156.1, Body() no longer sets discriminator=None, so 3.2's
+# `Field(discriminator=<function>)` on the task-state union survives and pydantic rejects it: the
+# execution API no longer imports. 3.3 caps fastapi below 0.137 itself, and the cap keeps cadwyn
+# at 7.0.0 (7.1+ needs fastapi 0.137.1+). svcs: 26.2 removes a lifespan's registry from app.state
+# when the lifespan ends, and 3.2's in-process execution API (airflow dags test) lets its lifespan
+# end once the helper object is collected, while the transport still serves requests (3.3 rewrote
+# that helper). 25.1.0, current when 3.2.2 shipped, is what the pin gets.
+LINE_PINS: dict[str, tuple[str, ...]] = {"3.2": ("fastapi<0.137", "svcs<26")}
 # An optional suite -> (the variable that turns it on, its directory under tests/).
 OPTIONAL_SUITES = {
     "browser": ("AIRFLOW_DBX_BROWSER", "tests/browser"),
@@ -119,17 +129,22 @@ def _read_stamp(stamp: Path) -> tuple[str, frozenset[str]]:
         return "", frozenset()
 
 
+def requirements(line: str) -> tuple[str, ...]:
+    """What pip installs for an Airflow line besides this package: Airflow itself and the line's pins."""
+    return (f"apache-airflow{AIRFLOW_LINES[line]}", *LINE_PINS.get(line, ()))
+
+
 def environment(line: str, extras: frozenset[str]) -> Path:
     """The virtual environment for one Airflow line with ``extras``, installed or completed as needed.
 
     The stamp records what was installed for which setup.cfg; a changed setup.cfg reinstalls, a
     missing extra is added, and extras installed before are kept.
     """
-    spec = f"apache-airflow{AIRFLOW_LINES[line]}"
+    airflow_reqs = requirements(line)
     env = Path(os.environ.get("AIRFLOW_DBX_VENV") or ROOT / ".venv" / f"airflow-{line}")
     python = env / "bin" / "python"
     stamp = env / "airflow-dbx.stamp"
-    source = hashlib.sha256((ROOT / "setup.cfg").read_bytes() + spec.encode()).hexdigest()
+    source = hashlib.sha256((ROOT / "setup.cfg").read_bytes() + " ".join(airflow_reqs).encode()).hexdigest()
     recorded, kept = _read_stamp(stamp) if python.exists() else ("", frozenset())
     fresh = recorded != source
     if not fresh and extras <= kept:
@@ -144,10 +159,10 @@ def environment(line: str, extras: frozenset[str]) -> Path:
         print(f"Adding the {', '.join(sorted(extras - kept))} extra to {_display(env)} ...", flush=True)
     if not python.exists():
         venv.create(env, with_pip=True)
-    print(f"  installing {spec} and airflow-dbx{suffix} (full log: {_display(log)})", flush=True)
+    print(f"  installing {' '.join(airflow_reqs)} and airflow-dbx{suffix} (full log: {_display(log)})", flush=True)
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
     steps = [[*pip, "--upgrade", "pip", "setuptools", "wheel"]] if fresh else []
-    steps.append([*pip, "-e", f"{ROOT}{suffix}", spec])
+    steps.append([*pip, "-e", f"{ROOT}{suffix}", *airflow_reqs])
     code = 0
     with log.open("w") as out:
         for step in steps:

@@ -202,3 +202,34 @@ def test_a_failed_setup_names_its_log(fake_venv: tuple[Path, _Pip], capsys: pyte
     assert str(env / "setup.log") in str(exit_info.value.code)
     assert "pip says a great deal here" in capsys.readouterr().err
     assert not (env / "airflow-dbx.stamp").exists()
+
+
+def test_each_airflow_line_installs_airflow_and_its_pins() -> None:
+    assert run.requirements("3.1") == ("apache-airflow>=3.1,<3.2",)
+    assert run.requirements("3.3") == ("apache-airflow>=3.3,<3.4",)
+    # Airflow 3.2's execution API breaks with fastapi 0.156+ and svcs 26+ (see LINE_PINS).
+    assert run.requirements("3.2") == ("apache-airflow>=3.2,<3.3", "fastapi<0.137", "svcs<26")
+    assert set(run.LINE_PINS) <= set(run.AIRFLOW_LINES)
+
+
+def test_the_pins_go_to_pip_with_the_airflow_spec(fake_venv: tuple[Path, _Pip]) -> None:
+    _, pip = fake_venv
+    run.environment("3.2", frozenset({"test"}))
+    (install,) = [c for c in pip.commands if "-e" in c]
+    assert install[install.index("-e") + 1 :] == [f"{run.ROOT}[test]", *run.requirements("3.2")]
+
+
+def test_changed_pins_reinstall(fake_venv: tuple[Path, _Pip], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, pip = fake_venv
+    run.environment("3.2", frozenset())
+    pip.commands.clear()
+    monkeypatch.setitem(run.LINE_PINS, "3.2", ("fastapi<0.137",))
+    run.environment("3.2", frozenset())
+    assert any("--upgrade" in c for c in pip.commands)
+
+
+def test_the_readme_gives_users_the_same_pins() -> None:
+    readme = (ROOT / "README.rst").read_text()
+    for line, pins in run.LINE_PINS.items():
+        spec = f"'apache-airflow{run.AIRFLOW_LINES[line]}'"
+        assert f"pip install {spec} {' '.join(repr(pin) for pin in pins)} ." in readme
