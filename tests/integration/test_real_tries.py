@@ -24,7 +24,7 @@ REFUSED = {"error_code": "PERMISSION_DENIED", "message": "the token lost its gra
 
 
 def dag_file(folder: Path, *, retries: int, fail: bool = False, repair: bool = False, extra: str = "") -> None:
-    params: dict[str, Any] = {"emulator_duration": 20 if fail else 80}
+    params: dict[str, Any] = {"emulator_duration": 20 if fail else 250}
     if fail:
         params.update(emulator_result="FAILED", emulator_error="ValueError: bad rows")
     (folder / f"{DAG_ID}.py").write_text(textwrap.dedent(f"""
@@ -54,7 +54,7 @@ def cancels(emulator: Any) -> int:
 
 @pytest.fixture
 def folder(tmp_path: Path, emulator: Any, airflow_db: None) -> Path:
-    emulator.time_scale = 0.1  # an 80 s run lasts 8 s: it outlives a try and the retry delay
+    emulator.time_scale = 0.1  # a 250 s run lasts 25 s: it outlives a try and the retry delay by far
     return tmp_path
 
 
