@@ -63,14 +63,14 @@ def start_or_reattach(
     )
 
 
-def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any]) -> Run:
+def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any], rerun: list[str] | None = None) -> Run:
     """Repair an earlier try's failed run and return it, active again.
 
     A new try calls this only for a run that has ended, so a repair requested by a try
     whose worker died is reattached to while it runs; once it ended, the next repair
     names it as ``latest_repair_id``.
     """
-    body = repair_request(run, parameters)
+    body = repair_request(run, parameters, rerun)
     log.info("Repairing Databricks run %s: rerunning %s", run.run_id, ", ".join(body["rerun_tasks"]))
     try:
         repair_id = hook.repair_run(body)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow_dbx.errors import DatabricksApiError
+from airflow_dbx.errors import DatabricksApiError, DatabricksError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -34,6 +34,8 @@ REPAIR_RUN = Endpoint("POST", "jobs/runs/repair")
 LIST_RUNS = Endpoint("GET", "jobs/runs/list")
 LIST_JOBS = Endpoint("GET", "jobs/list")
 GET_JOB = Endpoint("GET", "jobs/get")
+CREATE_JOB = Endpoint("POST", "jobs/create")
+RESET_JOB = Endpoint("POST", "jobs/reset")
 
 # Lists that runs/get splits across pages (Jobs API 2.2), to concatenate when reading a run whole.
 PAGED_RUN_FIELDS = ("tasks", "job_clusters", "job_parameters", "repair_history", "iterations")
@@ -116,6 +118,7 @@ class TaskRun:
     attempt_number: int = 0
     depends_on: tuple[str, ...] = ()
     is_notebook: bool = False
+    end_time: int = 0
 
     @classmethod
     def from_dict(cls, task: Mapping[str, Any]) -> TaskRun:
@@ -126,6 +129,7 @@ class TaskRun:
             attempt_number=int(task.get("attempt_number", 0)),
             depends_on=tuple(dep["task_key"] for dep in task.get("depends_on", ())),
             is_notebook="notebook_task" in task,
+            end_time=int(task.get("end_time") or 0),
         )
 
 
@@ -172,6 +176,14 @@ class Run:
             if item.get("type") == "REPAIR"
         ]
         return max([self.start_time, *repairs])
+
+
+def task_attempt(run: Run, task_key: str) -> Run:
+    """The task ``task_key`` of ``run`` (its latest attempt, as runs/get lists it) as a run of its own."""
+    for task in run.raw.get("tasks", ()):
+        if task.get("task_key") == task_key:
+            return Run.from_dict({**task, "job_id": run.job_id, "run_name": task_key})
+    raise DatabricksError(f"Databricks run {run.run_id} has no task {task_key!r}; was its job changed?")
 
 
 def merge_run_page(run: Mapping[str, Any], page: Mapping[str, Any]) -> dict[str, Any]:

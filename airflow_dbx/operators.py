@@ -24,6 +24,7 @@ from airflow_dbx._run_tasks import (
     DatabricksRunLink,
     another_try_will_come,
     hook_for,
+    lazy_exports,
     publish_run,
     raise_if_lost,
     report_outcome,
@@ -47,11 +48,16 @@ __all__ = [
     "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksRunLink",
     "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSubmitRunOperator", "is_literal",
 ]
+# Operator families of their own modules (which build on this one), loaded on first use.
+__getattr__ = lazy_exports(__name__, {
+    "jobs_operators": ("DatabricksCreateJobsOperator",),
+    "task_operators": ("DatabricksNotebookOperator", "DatabricksTaskBaseOperator", "DatabricksTaskOperator"),
+    "workflow": ("DatabricksWorkflowTaskGroup",),
+})
 
 log = logging.getLogger(__name__)
 
-# Named parameters whose request field name is taken by BaseOperator (``queue`` is the
-# executor queue there).
+# Named parameters whose request field name BaseOperator takes (``queue``: the executor queue).
 _PAYLOAD_KEY = {"databricks_queue": "queue"}
 
 
@@ -252,7 +258,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             deadline = (start.timestamp() if start else time.time()) + self.execution_timeout.total_seconds()
         self.defer(
             trigger=DatabricksRunTrigger(
-                run_id=run.run_id,
+                **self.trigger_target(run),
                 databricks_conn_id=self.databricks_conn_id,
                 polling_period_seconds=self.polling_period_seconds,
                 retry_limit=self.databricks_retry_limit,
@@ -265,6 +271,9 @@ class DatabricksRunOperatorBase(BaseOperator):
             ),
             method_name="execute_complete",
         )
+
+    def trigger_target(self, run: Run) -> dict[str, Any]:  # a workflow task names its task in the group's run
+        return {"run_id": run.run_id}
 
     def _wait(self, hook: DatabricksHook, run: Run) -> Run:
         started = run.attempt_start_time / 1000
