@@ -4,11 +4,10 @@ the repair of that task when a new try of the Airflow task follows its failure."
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx._run_tasks import XCOM_RUN_ID
-from airflow_dbx._starting import CLOCK_SKEW_SECONDS, repair
+from airflow_dbx._starting import repair
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import task_attempt
 from airflow_dbx.waiting import Watcher
@@ -26,34 +25,29 @@ MAX_ROUNDS = 20
 def task_run_to_follow(hook: DatabricksHook, ti: Any, launcher_task_id: str, task: Any) -> tuple[int, Run]:
     """The group's run id and the task run ``task`` of this try follows.
 
-    The task's latest attempt, unless it ended unsuccessfully before this try started: a
-    retry or a Clear of the Airflow task then repairs that task and what depends on it, in
-    the same run (once the run has ended: Databricks repairs only finished runs).
+    The task's latest attempt, unless this is a later try and that attempt already ended
+    unsuccessfully: a retry or a Clear of the Airflow task then repairs that task and what
+    depends on it, in the same run (once the run has ended: Databricks repairs only finished
+    runs), once per try.
     """
     parent = ti.xcom_pull(task_ids=launcher_task_id, key=XCOM_RUN_ID)
     if parent is None:
         raise DatabricksError(f"{launcher_task_id} pushed no run id: the group's job run was not started")
     parent = int(parent)
     key = task.databricks_task_key
-    try_started = ti.start_date.timestamp() if ti.start_date else time.time()
+    repaired = ti.try_number <= 1  # a first try reports what it finds
     for _ in range(MAX_ROUNDS):
         run = hook.get_run(parent, include_history=True)
         current = task_attempt(run, key)
-        if not _failed_before(current, ti.try_number, try_started):
+        if repaired or not current.state.is_terminal or current.state.is_successful():
             return parent, current
         if not run.state.is_terminal:
             log.info("Task %s failed in an earlier try; repairing it once Databricks run %s ends", key, parent)
             hook.wait_for_run(parent, Watcher(task.polling_period_seconds))
             continue
         repair(hook, run, repair_parameters(run), rerun=[key])
+        repaired = True
     raise DatabricksError(f"Task {key} of Databricks run {parent} could not be repaired in {MAX_ROUNDS} rounds")
-
-
-def _failed_before(task_run: Run, try_number: int, try_started: float) -> bool:
-    if try_number <= 1 or not task_run.state.is_terminal or task_run.state.is_successful():
-        return False
-    ended = int(task_run.raw.get("end_time") or 0) / 1000
-    return 0 < ended < try_started - CLOCK_SKEW_SECONDS
 
 
 def repair_parameters(run: Run) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def format_failure_report(run: Run, outputs: Mapping[int, Mapping[str, Any]], *,
     lines = [f"Databricks run {run.run_id} ended {run.state.outcome}"]
     if run.state.state_message:
         lines[0] += f": {run.state.state_message}"
-    targets = run.failed_tasks() or ([] if run.tasks else [TaskRun("", run.run_id, run.state)])
+    targets = run.failed_tasks() or ([] if run.tasks else [TaskRun(run.run_name, run.run_id, run.state)])
     for task in targets:
         output = outputs.get(task.run_id, {})
         name = f"task {task.task_key}" if task.task_key else "run"

@@ -220,11 +220,12 @@ class DatabricksWorkflowTaskGroup(TaskGroup):
         if upstream:
             spec["depends_on"] = [{"task_key": t.databricks_task_key} for t in upstream]
         rule = str(getattr(task.trigger_rule, "value", task.trigger_rule))
-        if rule not in RUN_IF:
-            raise PayloadError(
-                f"{task.task_id}.trigger_rule", f"{rule!r} has no Databricks run_if; use one of {sorted(RUN_IF)}"
-            )
-        spec["run_if"] = RUN_IF[rule]
+        if "run_if" not in spec:  # a run_if of the task's own config wins over its trigger rule
+            if rule not in RUN_IF:
+                raise PayloadError(
+                    f"{task.task_id}.trigger_rule", f"{rule!r} has no Databricks run_if; use one of {sorted(RUN_IF)}"
+                )
+            spec["run_if"] = RUN_IF[rule]
         return spec
 
 

@@ -25,33 +25,32 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["airflow-dbx", "example"],
-) as dag:
-    with DatabricksWorkflowTaskGroup(
-        group_id="sales",
-        databricks_conn_id="databricks_default",
-        job_clusters=[JOB_CLUSTER],
-        notebook_params={"day": "{{ ds }}"},
-    ) as sales:
-        extract = DatabricksNotebookOperator(
-            task_id="extract",
-            notebook_path="/Shared/sales/extract",
-            source="WORKSPACE",
-            job_cluster_key="shared",
-            notebook_params={"emulator_duration": 2},
-        )
-        clean = DatabricksNotebookOperator(
-            task_id="clean",
-            notebook_path="/Shared/sales/clean",
-            source="WORKSPACE",
-            job_cluster_key="shared",
-            max_retries=1,
-        )
-        report = DatabricksNotebookOperator(
-            task_id="report",
-            notebook_path="/Shared/sales/report",
-            source="WORKSPACE",
-            job_cluster_key="shared",
-            deferrable=True,
-            notebook_params={"emulator_output": "report ready"},
-        )
-        extract >> clean >> report
+) as dag, DatabricksWorkflowTaskGroup(
+    group_id="sales",
+    databricks_conn_id="databricks_default",
+    job_clusters=[JOB_CLUSTER],
+    notebook_params={"day": "{{ ds }}"},
+) as sales:
+    extract = DatabricksNotebookOperator(
+        task_id="extract",
+        notebook_path="/Shared/sales/extract",
+        source="WORKSPACE",
+        job_cluster_key="shared",
+        notebook_params={"emulator_duration": 2},
+    )
+    clean = DatabricksNotebookOperator(
+        task_id="clean",
+        notebook_path="/Shared/sales/clean",
+        source="WORKSPACE",
+        job_cluster_key="shared",
+        max_retries=1,
+    )
+    report = DatabricksNotebookOperator(
+        task_id="report",
+        notebook_path="/Shared/sales/report",
+        source="WORKSPACE",
+        job_cluster_key="shared",
+        deferrable=True,
+        notebook_params={"emulator_duration": 30, "emulator_output": "report ready"},
+    )
+    extract >> clean >> report

@@ -3,10 +3,12 @@ and runs of a multi-task job on shared job clusters, repaired with its job param
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_dbx.emulator import Emulator
 from tests.emulator.conftest import Api, notebook
+
+if TYPE_CHECKING:
+    from airflow_dbx.emulator import Emulator
 
 CLUSTER = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 1}
 
