@@ -24,14 +24,12 @@ from airflow_dbx.errors import DatabricksApiError, PayloadError
 from airflow_dbx.models import (
     CANCEL_ALL_RUNS,
     CANCEL_RUN,
-    CREATE_JOB,
     GET_JOB,
     GET_RUN,
     GET_RUN_OUTPUT,
     LIST_JOBS,
     LIST_RUNS,
     REPAIR_RUN,
-    RESET_JOB,
     RUN_NOW,
     SUBMIT_RUN,
     Endpoint,
@@ -55,6 +53,10 @@ __all__ = ["DatabricksHook", "close_sessions", "parse_host"]
 # A plain module logger: Airflow routes stdlib logging into the task log (and its secrets
 # masker), and users can tune "airflow_dbx" like any other library.
 log = logging.getLogger(__name__)
+
+# Jobs as code: only the hook writes jobs.
+CREATE_JOB = Endpoint("POST", "jobs/create")
+RESET_JOB = Endpoint("POST", "jobs/reset")
 
 RUNS_LIST_PAGE = 25  # the Jobs API's maximum page size for runs/list
 JOBS_LIST_PAGE = 100  # and for jobs/list

@@ -34,8 +34,6 @@ REPAIR_RUN = Endpoint("POST", "jobs/runs/repair")
 LIST_RUNS = Endpoint("GET", "jobs/runs/list")
 LIST_JOBS = Endpoint("GET", "jobs/list")
 GET_JOB = Endpoint("GET", "jobs/get")
-CREATE_JOB = Endpoint("POST", "jobs/create")
-RESET_JOB = Endpoint("POST", "jobs/reset")
 
 # Lists that runs/get splits across pages (Jobs API 2.2), to concatenate when reading a run whole.
 PAGED_RUN_FIELDS = ("tasks", "job_clusters", "job_parameters", "repair_history", "iterations")
