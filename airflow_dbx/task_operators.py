@@ -13,7 +13,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_dbx import payloads
-from airflow_dbx.compat import conf
+from airflow_dbx.compat import AirflowSkipException, conf
 from airflow_dbx.errors import DatabricksRunFailed, PayloadError
 from airflow_dbx.operators import DatabricksRunOperatorBase
 from airflow_dbx.payloads import UNRENDERED, is_literal
@@ -202,8 +202,6 @@ def _skipped_if_not_run(call: Any) -> Any:
     except DatabricksRunFailed as exc:
         if exc.result_state not in NOT_RUN_RESULTS:
             raise
-        from airflow.sdk.exceptions import AirflowSkipException
-
         raise AirflowSkipException(f"Databricks did not run this task ({exc.result_state}):\n{exc}") from exc
 
 

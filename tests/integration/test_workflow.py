@@ -10,6 +10,7 @@ import datetime
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -23,7 +24,7 @@ from airflow_dbx.operators import (
     DatabricksTaskOperator,
     DatabricksWorkflowTaskGroup,
 )
-from tests.integration.conftest import STRICT_WARNINGS, TaskDeferred, airflow_env
+from tests.integration.conftest import STRICT_WARNINGS, TaskDeferred, airflow_env, final_state
 
 if TYPE_CHECKING:
     from airflow_dbx.emulator import Emulator
@@ -243,3 +244,64 @@ def test_create_jobs_creates_then_resets_the_same_job(emulator: Emulator, try_co
     assert [t["task_key"] for t in job["settings"]["tasks"]] == ["a", "b"]
     assert job["settings"]["tags"] == {"team": "data"}
     assert emulator.counters["jobs_created"] == 1 and emulator.counters["jobs_reset"] == 1
+
+
+# ---------------------------------------------------------------- faults, retried launchers, kills
+
+
+def test_lost_answers_and_throttling_across_the_launch_leave_one_job_and_one_run(
+    emulator: Emulator, airflow_db: None, dag_file: Any
+) -> None:
+    emulator.lose_response_next("POST", "jobs/create")
+    emulator.lose_response_next("POST", "jobs/run-now")
+    emulator.fail_next("GET", "jobs/list", status=503)
+    emulator.fail_next("GET", "jobs/runs/get", count=2, status=429, retry_after=0.1)
+    test = dag_file("wf_faults", "three_tasks('wf_faults')")
+    assert set(test.states.values()) == {"success"}, test.output[-3000:]
+    assert len(job_list(emulator)) == 1
+    (run,) = emulator.runs()
+    assert task_results(run) == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS"}
+    assert emulator.counters["idempotent_replays"] == 1  # the run-now resent after its answer was lost
+
+
+class GroupTry(dict):  # type: ignore[type-arg]
+    """A task context for a group's task: tries by hand, XCom shared between the group's tasks."""
+
+    def __init__(self, xcom: dict[tuple[str, str], Any], task_id: str, try_number: int = 1) -> None:
+        from tests.integration.conftest import TryContext
+
+        base = TryContext(try_number, task_id=task_id)
+        ti = base["ti"]
+        ti.dag_id = "wf_tries"
+        ti.xcom_push = lambda key, value: xcom.__setitem__((task_id, key), value)
+        ti.xcom_pull = lambda task_ids, key: xcom.get((task_ids, key))
+        super().__init__(ti=ti, task_instance=ti)
+
+
+def group_tasks() -> dict[str, Any]:
+    with (
+        DAG("wf_tries", schedule=None, start_date=datetime.datetime(2026, 1, 1)) as dag,
+        DatabricksWorkflowTaskGroup(group_id="flow", job_clusters=[SHARED]),
+    ):
+        notebook("a", emulator_duration=600)
+        notebook("b", emulator_duration=600)
+    return dict(dag.task_dict)
+
+
+def test_a_retried_launcher_reattaches_and_a_killed_task_cancels_only_its_task_run(emulator: Emulator) -> None:
+    tasks = group_tasks()
+    xcom: dict[tuple[str, str], Any] = {}
+    launched = tasks["flow.launch"].execute(GroupTry(xcom, "flow.launch"))
+    again = tasks["flow.launch"].execute(GroupTry(xcom, "flow.launch", try_number=2))
+    assert again["run_id"] == launched["run_id"]
+    assert len(emulator.runs()) == 1 and len(job_list(emulator)) == 1
+    a = tasks["flow.a"]
+    a._start(a._hook(), {}, GroupTry(xcom, "flow.a"))
+    a.on_kill()  # a task's kill cancels its own task run only
+    time.sleep(emulator.cancel_terminating_seconds + 0.2)
+    states = {t["task_key"]: t["state"] for t in emulator.run(launched["run_id"])["tasks"]}
+    assert states["a"]["result_state"] == "CANCELED"
+    assert states["b"]["life_cycle_state"] in ("PENDING", "RUNNING")
+    tasks["flow.launch"].on_kill()  # the launcher's kill cancels the whole run
+    assert final_state(emulator, launched["run_id"]).result_state == "CANCELED"
+    assert emulator.run(launched["run_id"])["tasks"][1]["state"]["result_state"] == "CANCELED"
