@@ -46,6 +46,7 @@ class _CreateDatabricksWorkflowOperator(DatabricksRunOperatorBase):
     run_id}``; ``on_kill`` cancels the whole run."""
 
     template_fields: Sequence[str] = (*DatabricksRunOperatorBase.template_fields, "job_settings", *_RUN_PARAMETERS)
+    template_ext: Sequence[str] = ()  # a value ending in .json in the job's settings is not a template file
 
     def __init__(
         self,
