@@ -180,6 +180,8 @@ class DatabricksTaskBaseOperator(DatabricksRunOperatorBase):
     def _wait(self, hook: DatabricksHook, run: Run) -> Run:
         if workflow_group_of(self) is None:
             return super()._wait(hook, run)
+        if run.state.is_terminal:  # its latest attempt ended before this task came to it
+            return run
         from airflow_dbx.waiting import Watcher
 
         ended = hook.wait_for_task(self._parent_run_id, self.databricks_task_key, Watcher(self.polling_period_seconds))
