@@ -3,6 +3,7 @@ how a task reports a run's start and end."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from airflow.sdk import BaseOperatorLink
 from airflow_dbx.errors import DatabricksError, DatabricksRunFailed
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey  # type: ignore[attr-defined,unused-ignore]  # 3.2+
@@ -36,6 +37,19 @@ class DatabricksRunLink(BaseOperatorLink):
         from airflow.sdk.execution_time.xcom import XCom
 
         return XCom.get_value(ti_key=ti_key, key=XCOM_RUN_PAGE_URL) or ""
+
+
+def lazy_exports(module: str, modules: Mapping[str, tuple[str, ...]]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``airflow_dbx.<name>`` for its listed names on first use,
+    so that a DAG file importing ``module`` pays only for what it uses."""
+    where = {name: f"airflow_dbx.{source}" for source, names in modules.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(where[name]), name)
+
+    return __getattr__
 
 
 def hook_for(task: Any) -> DatabricksHook:

@@ -1,4 +1,5 @@
-"""Exactly one Databricks run per task try chain: token generations, reattaching, repairing."""
+"""Exactly one Databricks run per task try chain: token generations, reattaching, repairing,
+and stopping the run a chain that ended for good leaves behind."""
 
 from __future__ import annotations
 
@@ -63,14 +64,14 @@ def start_or_reattach(
     )
 
 
-def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any]) -> Run:
+def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any], rerun: list[str] | None = None) -> Run:
     """Repair an earlier try's failed run and return it, active again.
 
     A new try calls this only for a run that has ended, so a repair requested by a try
     whose worker died is reattached to while it runs; once it ended, the next repair
     names it as ``latest_repair_id``.
     """
-    body = repair_request(run, parameters)
+    body = repair_request(run, parameters, rerun)
     log.info("Repairing Databricks run %s: rerunning %s", run.run_id, ", ".join(body["rerun_tasks"]))
     try:
         repair_id = hook.repair_run(body)
@@ -84,3 +85,28 @@ def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any]) -> Run
         return current
     log.info("Repair %s of Databricks run %s started", repair_id, run.run_id)
     return hook.get_run(run.run_id, include_history=True)
+
+
+def stop_run(
+    hook: DatabricksHook,
+    why: str,
+    run_id: int | None,
+    in_flight: dict[str, Any] | None,
+    post: Callable[[DatabricksHook, dict[str, Any]], int],
+) -> bool:
+    """Cancel the run of a try that ends for good; False when it could not be (logged: the
+    task's own error is the one to report, and Airflow's on_kill after a timeout tries again).
+
+    ``in_flight`` is a POST that went out and whose answer never came: sent again, the same
+    token names the run it started, or starts the run here, to be cancelled at once.
+    """
+    try:
+        if run_id is None and in_flight is not None:
+            run_id = post(hook, in_flight)
+        if run_id is not None:
+            log.warning("%s: cancelling Databricks run %s", why, run_id)
+            hook.cancel_run(run_id)
+    except DatabricksError as exc:
+        log.error("%s, but its Databricks run could not be cancelled: %s", why, exc)
+        return False
+    return True

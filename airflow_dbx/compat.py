@@ -12,17 +12,20 @@ try:
     from airflow.sdk import conf  # type: ignore[attr-defined,unused-ignore]
     from airflow.sdk.exceptions import (  # type: ignore[attr-defined,unused-ignore]
         AirflowFailException,
+        AirflowSkipException,
         AirflowTaskTimeout,
     )
 except ImportError:  # Airflow 3.1: the Task SDK has none of them yet
     from airflow.configuration import conf  # type: ignore[assignment,unused-ignore]
     from airflow.exceptions import (  # type: ignore[no-redef,attr-defined,unused-ignore]
         AirflowFailException,
+        AirflowSkipException,
         AirflowTaskTimeout,
     )
 
 __all__ = [
-    "AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowFailException", "AirflowTaskTimeout", "conf",
+    "AIRFLOW_VERSION", "TRIGGER_HAS_ON_KILL", "AirflowFailException", "AirflowSkipException", "AirflowTaskTimeout",
+    "conf",
     "task_instance_state",
 ]
 

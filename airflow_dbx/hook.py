@@ -20,10 +20,11 @@ from airflow_dbx._http.client import ApiClient
 from airflow_dbx._http.pool import close_sessions
 from airflow_dbx._http.retry import RetryPolicy
 from airflow_dbx._http.settings import parse_host
-from airflow_dbx.errors import PayloadError
+from airflow_dbx.errors import DatabricksApiError, PayloadError
 from airflow_dbx.models import (
     CANCEL_ALL_RUNS,
     CANCEL_RUN,
+    GET_JOB,
     GET_RUN,
     GET_RUN_OUTPUT,
     LIST_JOBS,
@@ -36,10 +37,11 @@ from airflow_dbx.models import (
     RunState,
     id_in,
     merge_run_page,
+    task_attempt,
 )
 from airflow_dbx.outcome import output_targets, summarise_run
 from airflow_dbx.payloads import check_retry_args
-from airflow_dbx.waiting import Plan, Watcher, patiently, watch
+from airflow_dbx.waiting import Plan, Sleep, Watcher, patiently, watch
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -51,6 +53,10 @@ __all__ = ["DatabricksHook", "close_sessions", "parse_host"]
 # A plain module logger: Airflow routes stdlib logging into the task log (and its secrets
 # masker), and users can tune "airflow_dbx" like any other library.
 log = logging.getLogger(__name__)
+
+# Jobs as code: only the hook writes jobs.
+CREATE_JOB = Endpoint("POST", "jobs/create")
+RESET_JOB = Endpoint("POST", "jobs/reset")
 
 RUNS_LIST_PAGE = 25  # the Jobs API's maximum page size for runs/list
 JOBS_LIST_PAGE = 100  # and for jobs/list
@@ -203,6 +209,21 @@ class DatabricksHook(BaseHook):
     async def a_wait_for_run(self, run_id: int, watcher: Watcher) -> Run | None:
         return await self._api.arun(watch(run_id, lambda: self._read_run(run_id), watcher))
 
+    def wait_for_task(self, run_id: int, task_key: str, watcher: Watcher) -> Run | None:
+        """Like :meth:`wait_for_run`, for the task ``task_key`` of run ``run_id``: its latest attempt,
+        so a task that Databricks retries is followed to its last attempt."""
+        return self._api.run(watch(run_id, lambda: self._read_task(run_id, task_key), watcher))
+
+    async def a_wait_for_task(self, run_id: int, task_key: str, watcher: Watcher) -> Run | None:
+        return await self._api.arun(watch(run_id, lambda: self._read_task(run_id, task_key), watcher))
+
+    def get_task_run(self, run_id: int, task_key: str) -> Run:
+        """The latest attempt of task ``task_key`` in run ``run_id``, as a run of its own."""
+        return self._api.run(self._read_task(run_id, task_key))[0]
+
+    async def a_get_task_run(self, run_id: int, task_key: str) -> Run:
+        return (await self._api.arun(self._read_task(run_id, task_key)))[0]
+
     def summarise(self, run: Run, *, allow_success_with_failures: bool = False) -> dict[str, Any]:
         """What an ended run means for its task (``outcome.summarise_run``), outputs read here."""
         return self._api.run(self._summary(run, allow_success_with_failures))
@@ -212,19 +233,42 @@ class DatabricksHook(BaseHook):
 
     # ------------------------------------------------------------------ jobs
 
+    def list_jobs(
+        self, limit: int | None = None, expand_tasks: bool = False, job_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Jobs (up to ``limit``; default all), only those called ``job_name`` (exact, case-insensitive) if given."""
+        params = {"name": job_name, "expand_tasks": expand_tasks or None, "limit": JOBS_LIST_PAGE}
+        return self._api.run(self._pages(LIST_JOBS, params, "jobs", limit))
+
     def find_job_id_by_name(self, name: str) -> int:
         """The id of the one job called ``name``; a PayloadError naming it if none or several are."""
-        jobs = self._api.run(self._pages(LIST_JOBS, {"name": name, "limit": JOBS_LIST_PAGE}, "jobs", None))
-        # The API's name filter is exact but case-insensitive; agree with it, and guard against
-        # a server that ignores the filter.
-        ids = [int(job["job_id"]) for job in jobs if _name_of(job).casefold() == name.casefold()]
+        ids = self._api.run(self._job_ids(name))
         if not ids:
             raise PayloadError("job_name", f"no Databricks job is named {name!r}")
         if len(ids) > 1:
-            raise PayloadError(
-                "job_name", f"{len(ids)} Databricks jobs are named {name!r} (ids {sorted(ids)}); give job_id instead"
-            )
+            raise PayloadError("job_name", f"{len(ids)} {_named(name, ids)}; give job_id instead")
         return ids[0]
+
+    def job_ids_named(self, name: str) -> list[int]:
+        """The ids of every job called ``name``, oldest first."""
+        return self._api.run(self._job_ids(name))
+
+    def get_job(self, job_id: int) -> dict[str, Any]:
+        """jobs/get: the job, its task list read whole (Jobs API 2.2 pages it past 100 tasks)."""
+        return self._api.run(self._read_job(int(job_id)))
+
+    def create_job(self, json: Mapping[str, Any]) -> int:
+        """POST jobs/create; the new job's id.
+
+        jobs/create takes no idempotency token, so the POST is never resent blindly: after a
+        failure that may have taken effect (no answer, 5xx), the job is looked up by name and
+        adopted if exactly one has it, and only otherwise created again.
+        """
+        return self._api.run(self._create_job(json))
+
+    def reset_job(self, job_id: int | str, json: Mapping[str, Any]) -> None:
+        """POST jobs/reset: ``json`` becomes the job's complete settings."""
+        self._api.run(self._data(RESET_JOB, body={"job_id": int(job_id), "new_settings": json}))
 
     def test_connection(self) -> tuple[bool, str]:
         """For the UI's Test button: one jobs/list call, with the reason (never the token) on failure."""
@@ -262,6 +306,10 @@ class DatabricksHook(BaseHook):
         id_in(first, "run_id", GET_RUN)
         return Run.from_dict(first), throttled
 
+    def _read_task(self, run_id: int, task_key: str) -> Plan[tuple[Run, bool]]:
+        run, throttled = yield from self._read_run(run_id)
+        return task_attempt(run, task_key), throttled
+
     def _pages(
         self, endpoint: Endpoint, params: Mapping[str, Any], key: str, limit: int | None
     ) -> Plan[list[dict[str, Any]]]:
@@ -276,6 +324,46 @@ class DatabricksHook(BaseHook):
                 break
         return items[:limit] if limit is not None else items
 
+    def _job_ids(self, name: str) -> Plan[list[int]]:
+        jobs = yield from self._pages(LIST_JOBS, {"name": name, "limit": JOBS_LIST_PAGE}, "jobs", None)
+        # The API's name filter is exact but case-insensitive; agree with it, and guard against
+        # a server that ignores the filter.
+        return [int(job["job_id"]) for job in jobs if _name_of(job).casefold() == name.casefold()]
+
+    def _read_job(self, job_id: int) -> Plan[dict[str, Any]]:
+        job = yield from self._data(GET_JOB, params={"job_id": job_id})
+        tasks = list((job.get("settings") or {}).get("tasks") or [])
+        token = job.get("next_page_token")
+        for _ in range(MAX_PAGES - 1):
+            if not token:
+                break
+            page = yield from self._data(GET_JOB, params={"job_id": job_id, "page_token": token})
+            tasks += (page.get("settings") or {}).get("tasks") or []
+            token = page.get("next_page_token")
+        if tasks:
+            job["settings"]["tasks"] = tasks
+        job.pop("next_page_token", None)
+        return job
+
+    def _create_job(self, settings: Mapping[str, Any]) -> Plan[int]:
+        name = str(settings.get("name", ""))
+        for attempt in range(1, self.retry_limit + 1):
+            try:
+                answer = yield from self._api.call(CREATE_JOB, body=settings, once=True)
+                return id_in(answer.data, "job_id", CREATE_JOB)
+            except DatabricksApiError as exc:
+                if not exc.retryable or attempt == self.retry_limit:
+                    raise exc.after(attempt) from None
+                wait = max(self.retry_delay * 2 ** (attempt - 1), getattr(exc, "retry_after", None) or 0.0)
+            yield Sleep(wait)
+            ids = yield from patiently(functools.partial(self._job_ids, name))
+            if len(ids) == 1:
+                log.info("Job %r exists (id %s): its jobs/create answer was lost", name, ids[0])
+                return ids[0]
+            if ids:
+                raise PayloadError("name", f"{len(ids)} {_named(name, ids)} after a jobs/create whose answer was lost")
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
     def _run_output(self, run_id: int) -> Plan[dict[str, Any]]:
         return self._data(GET_RUN_OUTPUT, params={"run_id": run_id})
 
@@ -285,6 +373,10 @@ class DatabricksHook(BaseHook):
         for task in output_targets(run, successful=successful):
             outputs[task.run_id] = yield from patiently(functools.partial(self._run_output, task.run_id))
         return summarise_run(run, outputs, allow_success_with_failures=allow_success_with_failures)
+
+
+def _named(name: str, ids: list[int]) -> str:
+    return f"Databricks jobs are named {name!r} (ids {sorted(ids)})"
 
 
 def _name_of(job: Mapping[str, Any]) -> str:

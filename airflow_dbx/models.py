@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from airflow_dbx.errors import DatabricksApiError
+from airflow_dbx.errors import DatabricksApiError, DatabricksError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -121,6 +121,7 @@ class TaskRun:
     attempt_number: int = 0
     depends_on: tuple[str, ...] = ()
     is_notebook: bool = False
+    end_time: int = 0
 
     @classmethod
     def from_dict(cls, task: Mapping[str, Any]) -> TaskRun:
@@ -131,6 +132,7 @@ class TaskRun:
             attempt_number=int(task.get("attempt_number", 0)),
             depends_on=tuple(dep["task_key"] for dep in task.get("depends_on", ())),
             is_notebook="notebook_task" in task,
+            end_time=int(task.get("end_time") or 0),
         )
 
 
@@ -177,6 +179,14 @@ class Run:
             if item.get("type") == "REPAIR"
         ]
         return max([self.start_time, *repairs])
+
+
+def task_attempt(run: Run, task_key: str) -> Run:
+    """The task ``task_key`` of ``run`` (its latest attempt, as runs/get lists it) as a run of its own."""
+    for task in run.raw.get("tasks", ()):
+        if task.get("task_key") == task_key:
+            return Run.from_dict({**task, "job_id": run.job_id, "run_name": task_key})
+    raise DatabricksError(f"Databricks run {run.run_id} has no task {task_key!r}; was its job changed?")
 
 
 def merge_run_page(run: Mapping[str, Any], page: Mapping[str, Any]) -> dict[str, Any]:

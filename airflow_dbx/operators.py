@@ -23,19 +23,16 @@ from airflow_dbx._run_tasks import (
     DatabricksRunLink,
     another_try_will_come,
     hook_for,
+    lazy_exports,
     publish_run,
     raise_if_lost,
     report_outcome,
     retry_args_for_trigger,
 )
 from airflow_dbx.compat import AirflowTaskTimeout, conf
-from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
-from airflow_dbx.sql_batch import DatabricksCopyIntoOperator, DatabricksSqlOperator
-from airflow_dbx.sql_operators import DatabricksSQLStatementsOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
-from airflow_dbx.warehouse_operators import DatabricksStartWarehouseOperator, DatabricksStopWarehouseOperator
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -46,16 +43,22 @@ if TYPE_CHECKING:
     from airflow_dbx.models import Run
 
 __all__ = [
-    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksCopyIntoOperator",
-    "DatabricksRunLink", "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSQLStatementsOperator",
-    "DatabricksSqlOperator", "DatabricksStartWarehouseOperator", "DatabricksStopWarehouseOperator",
-    "DatabricksSubmitRunOperator", "is_literal",
+    "XCOM_JOB_ID", "XCOM_NOTEBOOK_OUTPUT", "XCOM_RUN_ID", "XCOM_RUN_PAGE_URL", "DatabricksRunLink",
+    "DatabricksRunNowOperator", "DatabricksRunOperatorBase", "DatabricksSubmitRunOperator", "is_literal",
 ]
+# Operator families of their own modules (which build on this one), loaded on first use.
+__getattr__ = lazy_exports(__name__, {
+    "sql_operators": ("DatabricksSQLStatementsOperator",),
+    "sql_batch": ("DatabricksCopyIntoOperator", "DatabricksSqlOperator"),
+    "warehouse_operators": ("DatabricksStartWarehouseOperator", "DatabricksStopWarehouseOperator"),
+    "jobs_operators": ("DatabricksCreateJobsOperator",),
+    "task_operators": ("DatabricksNotebookOperator", "DatabricksTaskBaseOperator", "DatabricksTaskOperator"),
+    "workflow": ("DatabricksWorkflowTaskGroup",),
+})
 
 log = logging.getLogger(__name__)
 
-# Named parameters whose request field name is taken by BaseOperator (``queue`` is the
-# executor queue there).
+# Named parameters whose request field name BaseOperator takes (``queue``: the executor queue).
 _PAYLOAD_KEY = {"databricks_queue": "queue"}
 
 
@@ -215,21 +218,10 @@ class DatabricksRunOperatorBase(BaseOperator):
             raise
 
     def _cancel(self, why: str) -> None:
-        """Cancel this try's run; a failed cancel is logged (the task's own error is the one to report)."""
-        hook = self._hook()
-        try:
-            if self._run_id is None and self._in_flight is not None:
-                # The POST went out and its answer never came: sent again, the same token names
-                # the run it started, or starts the run here, to be cancelled at once.
-                self._run_id = self.post(hook, self._in_flight)
-            if self._run_id is None:
-                return
-            log.warning("%s: cancelling Databricks run %s", why, self._run_id)
-            hook.cancel_run(self._run_id)
-        except DatabricksError as exc:
-            log.error("%s, but its Databricks run could not be cancelled: %s", why, exc)
-            return  # still known: Airflow's on_kill after a timeout tries once more
-        self._run_id = self._in_flight = None
+        from airflow_dbx._starting import stop_run  # run time only, like the hook
+
+        if stop_run(self._hook(), why, self._run_id, self._in_flight, self.post):
+            self._run_id = self._in_flight = None
 
     def _post(self, hook: DatabricksHook, body: dict[str, Any]) -> int:
         self._in_flight = body
@@ -259,7 +251,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             deadline = (start.timestamp() if start else time.time()) + self.execution_timeout.total_seconds()
         self.defer(
             trigger=DatabricksRunTrigger(
-                run_id=run.run_id,
+                **self.trigger_target(run),
                 databricks_conn_id=self.databricks_conn_id,
                 polling_period_seconds=self.polling_period_seconds,
                 retry_limit=self.databricks_retry_limit,
@@ -272,6 +264,9 @@ class DatabricksRunOperatorBase(BaseOperator):
             ),
             method_name="execute_complete",
         )
+
+    def trigger_target(self, run: Run) -> dict[str, Any]:  # a workflow task names its task in the group's run
+        return {"run_id": run.run_id}
 
     def _wait(self, hook: DatabricksHook, run: Run) -> Run:
         from airflow_dbx.waiting import Watcher

@@ -18,7 +18,8 @@ def output_targets(run: Run, *, successful: bool) -> list[TaskRun]:
     notebooks' results for XCom.
     """
     if not successful:
-        return run.failed_tasks()
+        # A task run read on its own (a workflow task's) has no task list: it is its own target.
+        return run.failed_tasks() if run.tasks else [TaskRun(run.run_name, run.run_id, run.state)]
     return [task for task in run.tasks if task.is_notebook]
 
 
@@ -53,7 +54,7 @@ def format_failure_report(run: Run, outputs: Mapping[int, Mapping[str, Any]], *,
     lines = [f"Databricks run {run.run_id} ended {run.state.outcome}"]
     if run.state.state_message:
         lines[0] += f": {run.state.state_message}"
-    targets = run.failed_tasks() or ([] if run.tasks else [TaskRun("", run.run_id, run.state)])
+    targets = run.failed_tasks() or ([] if run.tasks else [TaskRun(run.run_name, run.run_id, run.state)])
     for task in targets:
         output = outputs.get(task.run_id, {})
         name = f"task {task.task_key}" if task.task_key else "run"
@@ -102,8 +103,10 @@ def tasks_to_rerun(run: Run) -> list[str]:
     return [task.task_key for task in run.tasks if task.task_key in keys]
 
 
-def repair_request(run: Run, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The runs/repair body that reruns :func:`tasks_to_rerun` of ``run``.
+def repair_request(
+    run: Run, parameters: Mapping[str, Any] | None = None, rerun: list[str] | None = None
+) -> dict[str, Any]:
+    """The runs/repair body that reruns ``rerun`` (by default :func:`tasks_to_rerun`) of ``run``.
 
     ``latest_repair_id`` names the repair this one follows (``run`` must be read with
     ``include_history``); the API refuses a request built from a stale view, so a repair
@@ -111,7 +114,8 @@ def repair_request(run: Run, parameters: Mapping[str, Any] | None = None) -> dic
     service add any dependant the task list did not show. ``parameters`` are run-now's
     overriding parameters (``notebook_params``, ``job_parameters``, ...), applied again.
     """
-    body: dict[str, Any] = {"run_id": run.run_id, "rerun_tasks": tasks_to_rerun(run), "rerun_dependent_tasks": True}
+    tasks = tasks_to_rerun(run) if rerun is None else rerun
+    body: dict[str, Any] = {"run_id": run.run_id, "rerun_tasks": tasks, "rerun_dependent_tasks": True}
     if run.repair_ids:
         body["latest_repair_id"] = run.repair_ids[-1]
     body.update({key: value for key, value in (parameters or {}).items() if value is not None})

@@ -186,6 +186,40 @@ def validate_run_now(payload: Mapping[str, Any]) -> None:
     _check_token(payload)
 
 
+def validate_job_settings(payload: Mapping[str, Any]) -> None:
+    """Refuse a jobs/create (or reset) body without a name, or whose tasks or clusters cannot work."""
+    name = payload.get("name")
+    if name is not UNRENDERED and (not isinstance(name, str) or not name.strip()):
+        raise PayloadError("name", f"a job needs a non-empty name (it finds the job to reset), got {name!r}")
+    tasks = payload.get("tasks")
+    if tasks is not None and tasks is not UNRENDERED:
+        _check_tasks(tasks)
+        clusters = payload.get("job_clusters")
+        if clusters is not UNRENDERED:
+            keys = job_cluster_keys(clusters)
+            for i, task in enumerate(tasks):
+                key = task.get("job_cluster_key")
+                if key not in (None, UNRENDERED) and key not in keys:
+                    raise PayloadError(f"tasks[{i}].job_cluster_key", f"{key!r} is not defined in job_clusters")
+
+
+def job_cluster_keys(clusters: Any, field: str = "job_clusters") -> set[str]:
+    """The ``job_cluster_key`` of each of ``clusters`` (a JobCluster list), refusing malformed ones."""
+    if clusters is None:
+        return set()
+    if not isinstance(clusters, list):
+        raise PayloadError(field, f"expected a list of job clusters, got {type(clusters).__name__}")
+    keys: set[str] = set()
+    for i, cluster in enumerate(clusters):
+        key = cluster.get("job_cluster_key") if isinstance(cluster, Mapping) else None
+        if not isinstance(key, str) or not key:
+            raise PayloadError(f"{field}[{i}].job_cluster_key", "each job cluster needs a job_cluster_key")
+        if key in keys:
+            raise PayloadError(f"{field}[{i}].job_cluster_key", f"{key!r} is defined twice")
+        keys.add(key)
+    return keys
+
+
 def _is_int_like(value: Any) -> bool:
     return value is UNRENDERED or isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine
 
     from airflow_dbx.hook import DatabricksHook
+    from airflow_dbx.models import Run
     from airflow_dbx.sql_hook import DatabricksSqlHook
     from airflow_dbx.waiting import Watcher
 
@@ -148,7 +149,8 @@ class DatabricksRunTrigger(_CancellingTrigger):
     ``retry_args`` are in the JSON form of ``airflow_dbx._http.retry_args.encode``. Rebuilt
     from ``serialize()`` after a triggerer restart, it picks up where the old one left off
     (``waiting_since`` keeps the polling schedule); only a user's action on the task cancels
-    the run.
+    the run. With ``task_key``, the trigger follows that task of run ``run_id`` (its latest
+    attempt) instead of the whole run, and cancels only that task run.
     """
 
     def __init__(  # noqa: PLR0917 - Airflow rebuilds triggers from keyword arguments only
@@ -164,6 +166,7 @@ class DatabricksRunTrigger(_CancellingTrigger):
         allow_success_with_failures: bool = False,
         waiting_since: float | None = None,
         cancel_on_kill: bool = True,
+        task_key: str | None = None,
     ) -> None:
         super().__init__()
         self.run_id = run_id
@@ -177,6 +180,7 @@ class DatabricksRunTrigger(_CancellingTrigger):
         self.allow_success_with_failures = allow_success_with_failures
         self.waiting_since = time.time() if waiting_since is None else waiting_since
         self.cancel_on_kill = cancel_on_kill
+        self.task_key = task_key
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -193,6 +197,7 @@ class DatabricksRunTrigger(_CancellingTrigger):
                 "allow_success_with_failures": self.allow_success_with_failures,
                 "waiting_since": self.waiting_since,
                 "cancel_on_kill": self.cancel_on_kill,
+                "task_key": self.task_key,
             },
         )
 
@@ -207,25 +212,36 @@ class DatabricksRunTrigger(_CancellingTrigger):
 
     @property
     def subject(self) -> str:
-        return f"run {self.run_id}"
+        return f"run {self.run_id}" + (f" task {self.task_key}" if self.task_key is not None else "")
 
     async def _cancel(self) -> None:
-        await self._hook().a_cancel_run(self.run_id)
+        hook = self._hook()
+        await hook.a_cancel_run((await self._watched(hook)).run_id if self.task_key is not None else self.run_id)
 
     async def _wait(self) -> dict[str, Any]:
         hook = self._hook()
-        run = await hook.a_wait_for_run(self.run_id, self._watcher(self.deadline))
+        watcher = self._watcher(self.deadline)
+        if self.task_key is not None:
+            run = await hook.a_wait_for_task(self.run_id, self.task_key, watcher)
+        else:
+            run = await hook.a_wait_for_run(self.run_id, watcher)
         if run is None:
             return await self._time_out(hook)
         return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
 
+    async def _watched(self, hook: DatabricksHook) -> Run:
+        """The run watched: ``run_id``, or with ``task_key`` the latest attempt of that task in it."""
+        if self.task_key is not None:
+            return await hook.a_get_task_run(self.run_id, self.task_key)
+        return await hook.a_get_run(self.run_id)
+
     async def _time_out(self, hook: DatabricksHook) -> dict[str, Any]:
-        run = await hook.a_get_run(self.run_id)
+        run = await self._watched(hook)
         if run.state.is_terminal:  # it ended before this trigger could see it: report that
             return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
-        log.warning("Deadline passed; cancelling Databricks run %s", self.run_id)
-        await hook.a_cancel_run(self.run_id)
-        return {"run_id": self.run_id, "run_page_url": self.run_page_url, "timed_out": True}
+        log.warning("Deadline passed; cancelling Databricks run %s", run.run_id)
+        await hook.a_cancel_run(run.run_id)
+        return {"run_id": run.run_id, "run_page_url": self.run_page_url, "timed_out": True}
 
 
 class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):

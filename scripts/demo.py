@@ -45,6 +45,7 @@ EXAMPLES = [
     Example("dbx_multi_task_submit"),
     Example("dbx_run_now_by_name"),
     Example("dbx_deferrable", command=True),
+    Example("dbx_workflow"),
     Example("dbx_failure_report", succeeds=False),
     Example("dbx_sql"),  # judged by its SQL statements: it starts no run
 ]

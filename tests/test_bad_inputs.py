@@ -21,9 +21,12 @@ from airflow_dbx.auth import InvalidConnectionError
 from airflow_dbx.hook import DatabricksHook
 from airflow_dbx.operators import (
     DatabricksCopyIntoOperator,
+    DatabricksCreateJobsOperator,
+    DatabricksNotebookOperator,
     DatabricksRunNowOperator,
     DatabricksSQLStatementsOperator,
     DatabricksSubmitRunOperator,
+    DatabricksWorkflowTaskGroup,
 )
 from airflow_dbx.sensors import DatabricksPartitionSensor
 from airflow_dbx.trigger import DatabricksRunTrigger
@@ -133,9 +136,75 @@ def row(
     return pytest.param(scenario, message, at, error, answer_ends_run, id=row_id, marks=marks)
 
 
+SHARED = {"job_cluster_key": "shared", "new_cluster": {"spark_version": "15.4.x-scala2.12", "num_workers": 1}}
+
+
+def notebook_op(task_id: str = "nb", **kwargs: Any) -> DatabricksNotebookOperator:
+    kwargs.setdefault("notebook_path", "/Shared/nb")
+    kwargs.setdefault("source", "WORKSPACE")
+    return DatabricksNotebookOperator(task_id=task_id, **kwargs)
+
+
+def in_group(build: Callable[[], Any], **group: Any) -> Callable[[Env], Any]:
+    """A workflow group whose tasks ``build`` makes, in a DAG file being parsed."""
+
+    def scenario(env: Env) -> Any:
+        from airflow.sdk import DAG
+
+        with DAG("bad_group", schedule=None), DatabricksWorkflowTaskGroup(
+            group_id="g", job_clusters=group.get("job_clusters", [SHARED])
+        ):
+            build()
+
+    return scenario
+
+
+def cycle() -> None:
+    first, second = notebook_op("first", job_cluster_key="shared"), notebook_op("second", job_cluster_key="shared")
+    first >> second >> first
+
+
+def two_jobs_named_alike(env: Env) -> Any:
+    env.good_conn()
+    env.job("twice")
+    env.job("Twice")
+    return execute(DatabricksCreateJobsOperator(task_id="jobs", name="twice", tasks=[
+        {"task_key": "a", "existing_cluster_id": CLUSTER, "notebook_task": QUICK_NOTEBOOK}]))
+
+
 HTML_502 = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
 
 ROWS = [
+    # ------------------------------------------------------------------ jobs and workflow groups
+    row("group-without-tasks", in_group(lambda: None), "g: a DatabricksWorkflowTaskGroup needs at least one task",
+        at="parse"),
+    row("group-task-keys-collide",
+        in_group(lambda: (notebook_op("a.b", job_cluster_key="shared"), notebook_op("a__b", job_cluster_key="shared"))),
+        "its task_key 'a__b' is also the key of g.a.b", at="parse"),
+    row("group-cycle", in_group(cycle), "depend on each other in a cycle", at="parse"),
+    row("group-undefined-job-cluster", in_group(lambda: notebook_op(job_cluster_key="big")),
+        "g.nb.job_cluster_key: 'big' is not a job cluster of the group", at="parse"),
+    row("group-task-not-databricks",
+        in_group(lambda: DatabricksSubmitRunOperator(task_id="plain", notebook_task=NOTEBOOK, existing_cluster_id=CLUSTER)),
+        "g.plain: a DatabricksSubmitRunOperator cannot become a Databricks task", at="parse"),
+    row("group-trigger-rule-without-run-if",
+        in_group(lambda: notebook_op(job_cluster_key="shared", trigger_rule="always")),
+        "g.nb.trigger_rule: 'always' has no Databricks run_if", at="parse"),
+    row("notebook-both-clusters",
+        lambda env: notebook_op(new_cluster={"num_workers": 1}, existing_cluster_id=CLUSTER),
+        "new_cluster: give either new_cluster or existing_cluster_id, not both", at="parse"),
+    row("notebook-path-not-absolute", lambda env: notebook_op(notebook_path="Shared/nb"),
+        "notebook_path: a workspace notebook path must start with /, got 'Shared/nb'", at="parse"),
+    row("notebook-source-unknown", lambda env: notebook_op(source="DBFS"),
+        "source: expected WORKSPACE or GIT, got 'DBFS'", at="parse"),
+    row("notebook-param-not-json", lambda env: notebook_op(notebook_params={"when": object()}),
+        "nb.notebook_task.base_parameters.when: a object has no JSON form", at="parse"),
+    row("notebook-job-cluster-alone", lambda env: notebook_op(job_cluster_key="shared"),
+        "job_cluster_key: only a task of a DatabricksWorkflowTaskGroup runs on a job cluster", at="parse"),
+    row("create-jobs-without-name", lambda env: DatabricksCreateJobsOperator(task_id="jobs", tasks=[]),
+        "name: a job needs a non-empty name", at="parse"),
+    row("create-jobs-name-of-two-jobs", two_jobs_named_alike,
+        "2 Databricks jobs are named 'twice'", error=errors.PayloadError),
     # ------------------------------------------------------------------ the connection
     row("conn-missing-conn-id",
         lambda env: execute(submit(databricks_conn_id="no_such_conn")),

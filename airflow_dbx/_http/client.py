@@ -15,7 +15,7 @@ import requests
 from airflow_dbx.auth import run_blocking
 
 from .drivers import AiohttpDriver, RequestsDriver, adrive, drive
-from .exchange import Answer, Request, exchange, query_params, scrub, send_once
+from .exchange import Answer, Request, attempt, exchange, query_params, scrub, send_once
 from .settings import Settings, read_settings
 
 if TYPE_CHECKING:
@@ -81,8 +81,11 @@ class ApiClient:
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
         policy: RetryPolicy | None = None,
+        once: bool = False,
     ) -> Plan[Answer]:
-        """The plan of one API request, retried as ``policy`` (by default the client's) says."""
+        """The plan of one API request, retried as ``policy`` (by default the client's) says;
+        ``once``: never resent, for a POST that has no idempotency token and must not take
+        effect twice."""
         settings = self.settings()  # loaded by run() or arun() before any plan starts
         request = Request(
             endpoint.method,
@@ -92,6 +95,8 @@ class ApiClient:
             json=body,
             headers={"User-Agent": self.user_agent},
         )
+        if once:
+            return _once(request, settings, self.scrub)
         return exchange(request, settings.auth, policy or self.policy, self.scrub)
 
     def fetch_token(self, url: str, form: Mapping[str, str], basic_auth: tuple[str, str] | None) -> Mapping[str, Any]:
@@ -101,3 +106,7 @@ class ApiClient:
         if basic_auth:
             headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic_auth).encode()).decode()
         return self.run(send_once(Request("POST", url, url, form=form, headers=headers), self.scrub))
+
+
+def _once(request: Request, settings: Settings, scrubber: Callable[[str], str]) -> Plan[Answer]:
+    return Answer((yield from attempt(request, settings.auth, scrubber)), throttled=False)

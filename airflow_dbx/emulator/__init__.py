@@ -47,7 +47,9 @@ removes a finished run, and its token then answers an error. Unknown run and job
 ``benchmarks/EMULATOR.md`` lists what is documented Databricks behaviour and what is the
 emulator's choice. ``existing_cluster_id`` must start with ``emulator-`` or be
 registered with ``add_cluster``; another id ends the task (and the run) INTERNAL_ERROR.
-``depends_on`` and ``run_if`` are honoured: a task after a failure is skipped
+Jobs are created, reset (every setting replaced), read, listed (``name`` filter, paging) and
+deleted as the Jobs API does; a task's ``job_cluster_key`` must name one of the job's
+``job_clusters``. ``depends_on`` and ``run_if`` are honoured: a task after a failure is skipped
 UPSTREAM_FAILED (life cycle SKIPPED), and a run whose leaf tasks all succeeded despite a
 failure ends SUCCESS_WITH_FAILURES. ``runs/get`` shows the latest attempt of each task;
 ``repair_history`` (with ``include_history=true``) lists every attempt's task run ids.

@@ -51,7 +51,7 @@ class Engine:
         self.reset()
 
     def reset(self) -> None:
-        self.jobs.reset()
+        self.jobs.clear()
         self.runs: dict[int, RunRecord] = {}
         self.task_runs: dict[int, tuple[RunRecord, TaskRun]] = {}
         self.job_runs: dict[int, list[RunRecord]] = {}  # runs of each job that may still be active

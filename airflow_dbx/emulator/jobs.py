@@ -1,4 +1,4 @@
-"""Jobs: jobs/create, jobs/get, jobs/list and jobs/delete over an in-memory store."""
+"""Jobs: jobs/create, jobs/reset, jobs/get, jobs/list and jobs/delete over an in-memory store."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.emulator import payloads as p
-from airflow_dbx.emulator.errors import invalid, missing
+from airflow_dbx.emulator.errors import ApiError, invalid, missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -21,25 +21,16 @@ class Jobs:
         self.by_id: dict[int, dict[str, Any]] = {}
         self.created = 0
 
-    def reset(self) -> None:
+    def clear(self) -> None:
         self.by_id.clear()
         self.created = 0
+        self.resets = 0
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self.by_id
 
     def create(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
-        settings = dict(body)
-        settings["name"] = p.get_str(body, "name", "Untitled")
-        if body.get("tasks") is not None:
-            p.task_specs(body["tasks"])
-        params = p.get_list(body, "parameters") or []
-        for i, item in enumerate(params):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise invalid(f"parameters[{i}]", 'expected {"name": ..., "default": ...}')
-        p.get_int(body, "timeout_seconds", minimum=0)
-        p.get_int(body, "max_concurrent_runs", minimum=0, maximum=p.MAX_CONCURRENT_RUNS)
-        p.queue_enabled(body)
+        settings = checked_settings(body)
         job_id = next(self._ids)
         self.by_id[job_id] = {
             "job_id": job_id,
@@ -50,6 +41,16 @@ class Jobs:
         }
         self.created += 1
         return {"job_id": job_id}
+
+    def reset(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """jobs/reset: "Overwrite all settings for the given job" (runs already started keep theirs)."""
+        job = self.find(body)
+        new_settings = p.get_map(body, "new_settings")
+        if new_settings is None:
+            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: new_settings")
+        job["settings"] = checked_settings(new_settings)
+        self.resets += 1
+        return {}
 
     def find(self, data: Mapping[str, Any]) -> dict[str, Any]:
         job_id = p.get_int(data, "job_id", required=True)
@@ -92,3 +93,43 @@ class Jobs:
         job = self.find(body)
         del self.by_id[job["job_id"]]
         return {}
+
+
+# Settings the API keeps apart from the job's settings: jobs/get never shows them.
+_NOT_SETTINGS = ("access_control_list",)
+
+
+def checked_settings(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A jobs/create body (or jobs/reset's new_settings) as the job's settings, once checked."""
+    settings = {k: v for k, v in body.items() if k not in _NOT_SETTINGS}
+    settings["name"] = p.get_str(body, "name", "Untitled")
+    clusters = job_cluster_keys(body)
+    if body.get("tasks") is not None:
+        specs, _, _ = p.task_specs(body["tasks"])
+        for i, spec in enumerate(specs.values()):
+            key = spec.settings.get("job_cluster_key")
+            if key is not None and key not in clusters:
+                raise invalid(f"tasks[{i}].job_cluster_key", f"{key!r} is not a job_cluster_key of job_clusters")
+    params = p.get_list(body, "parameters") or []
+    for i, item in enumerate(params):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise invalid(f"parameters[{i}]", 'expected {"name": ..., "default": ...}')
+    p.get_int(body, "timeout_seconds", minimum=0)
+    p.get_int(body, "max_concurrent_runs", minimum=0, maximum=p.MAX_CONCURRENT_RUNS)
+    p.queue_enabled(body)
+    return settings
+
+
+def job_cluster_keys(body: Mapping[str, Any]) -> set[str]:
+    """The keys of a job's ``job_clusters``, each with its ``new_cluster``, none twice."""
+    keys: set[str] = set()
+    for i, cluster in enumerate(p.get_list(body, "job_clusters") or []):
+        key = cluster.get("job_cluster_key") if isinstance(cluster, dict) else None
+        if not isinstance(key, str) or not key:
+            raise invalid(f"job_clusters[{i}].job_cluster_key", "a non-empty string is required")
+        if not isinstance(cluster.get("new_cluster"), dict):
+            raise invalid(f"job_clusters[{i}].new_cluster", "an object is required")
+        if key in keys:
+            raise invalid(f"job_clusters[{i}].job_cluster_key", f"duplicate job cluster key {key!r}")
+        keys.add(key)
+    return keys

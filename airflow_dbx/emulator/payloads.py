@@ -138,7 +138,8 @@ def _check_overrides(found: Mapping[str, Any]) -> None:
         if size > PARAMETER_MAX_BYTES:
             raise invalid(name, f"{size} bytes; at most {PARAMETER_MAX_BYTES} bytes are allowed")
     for first, second in EXCLUSIVE_OVERRIDES:
-        if first in found and second in found:
+        # Empty ones say nothing: the official provider's workflow launcher sends both, empty.
+        if found.get(first) and found.get(second):
             raise invalid(second, f"{second} cannot be specified in conjunction with {first}")
     for name in ASCII_OVERRIDES:
         for i, item in enumerate(found.get(name) or ()):

@@ -445,9 +445,9 @@ class AirflowApi:
             "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", json={"new_state": state}
         )
 
-    def clear(self, dag_id: str, run_id: str, task_ids: list[str]) -> Any:
+    def clear(self, dag_id: str, run_id: str, task_ids: list[str], *, include_downstream: bool = False) -> Any:
         body = {"dry_run": False, "dag_run_id": run_id, "task_ids": task_ids, "only_failed": False,
-                "reset_dag_runs": True}  # fmt: skip
+                "reset_dag_runs": True, "include_downstream": include_downstream}  # fmt: skip
         return self.request("POST", f"/dags/{dag_id}/clearTaskInstances", json=body)
 
     def links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:

@@ -315,3 +315,30 @@ def test_worker_killed_retry_reattaches(deployment: Deployment) -> None:
     tries = deployment.api.tries(dag_id, run_id, task_id)
     assert [(t["try_number"], t["state"]) for t in tries] == [(1, "failed"), (2, "success")], tries
     assert deployment.api.xcom(dag_id, run_id, task_id, "run_id") == runs[0]["run_id"]
+
+
+def test_clearing_a_failed_workflow_task_repairs_the_same_job_run(deployment: Deployment) -> None:
+    """One task of a workflow group fails; the user clears it through the REST API (with its
+    downstream task, as the UI's Clear does): the group's one job run is repaired, not replaced."""
+    dag_id = "dbx_workflow_repair"
+    since = deployment.emulator.request_count()
+    run_id = start(deployment, dag_id)
+    dag_run = finish(deployment, dag_id, run_id, timeout=180)
+    assert dag_run["state"] == "failed"
+    assert states(deployment, dag_id, run_id) == {
+        "flow.launch": "success", "flow.a": "success", "flow.b": "failed", "flow.c": "upstream_failed",
+    }
+
+    deployment.api.clear(dag_id, run_id, ["flow.b"], include_downstream=True)
+    dag_run = finish(deployment, dag_id, run_id, timeout=180)
+    assert dag_run["state"] == "success", states(deployment, dag_id, run_id)
+    (job_run,) = deployment.emulator.runs_named(f"{dag_id}.flow")  # exactly one job run
+    assert [item["type"] for item in job_run["repair_history"]] == ["ORIGINAL", "REPAIR"]
+    assert {t["task_key"]: result(t) for t in job_run["tasks"]} == {"a": "SUCCESS", "b": "SUCCESS", "c": "SUCCESS"}
+    posts = [r["path"] for r in deployment.emulator.requests_since(since) if r["method"] == "POST"]
+    assert sum(path.endswith("jobs/create") for path in posts) == 1  # no second job
+    assert sum(path.endswith("jobs/run-now") for path in posts) == 1
+    assert sum(path.endswith("jobs/runs/repair") for path in posts) == 1
+    assert deployment.api.xcom(dag_id, run_id, "flow.b", "run_page_url").endswith(
+        f"/runs/{next(t['run_id'] for t in job_run['tasks'] if t['task_key'] == 'b')}"
+    )

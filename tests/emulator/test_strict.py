@@ -264,6 +264,8 @@ def test_run_now_and_repair_refuse_notebook_params_with_jar_params(emu: Emulator
     repair = api.post("jobs/runs/repair", {"run_id": run_id, "rerun_all_failed_tasks": True, **both})
     assert error_of(repair) == (400, "INVALID_PARAMETER_VALUE")
     assert emu.counters["runs_created"] == 1 and emu.counters["repairs"] == 0
+    # Both given empty say nothing, and are accepted (the official provider's group sends them so).
+    api.ok(api.post("jobs/run-now", {"job_id": job, "notebook_params": {}, "jar_params": []}))
 
 
 @pytest.mark.parametrize("field", ["python_params", "spark_submit_params"])

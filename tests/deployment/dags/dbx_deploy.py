@@ -10,7 +10,11 @@ import datetime
 
 from airflow.sdk import DAG
 
-from airflow_dbx.operators import DatabricksSubmitRunOperator
+from airflow_dbx.operators import (
+    DatabricksNotebookOperator,
+    DatabricksSubmitRunOperator,
+    DatabricksWorkflowTaskGroup,
+)
 
 START = datetime.datetime(2026, 1, 1)
 RUN_NAME = "{{ ti.dag_id }}/{{ ti.run_id }}/{{ ti.task_id }}"
@@ -64,3 +68,24 @@ with DAG(dag_id="dbx_worker_dies", start_date=START, schedule=None, catchup=Fals
         retries=1,
         retry_delay=datetime.timedelta(seconds=1),
     )
+
+# 6. A workflow group whose middle task fails at its first attempt: the user clears it (and its
+# downstream task) and the same Databricks job run is repaired.
+SHARED = {"job_cluster_key": "shared", "new_cluster": {"spark_version": "15.4.x-scala2.12", "num_workers": 1}}
+with (
+    DAG(dag_id="dbx_workflow_repair", start_date=START, schedule=None, catchup=False),
+    DatabricksWorkflowTaskGroup(group_id="flow", job_clusters=[SHARED]),
+):
+    steps = [
+        DatabricksNotebookOperator(
+            task_id=task_id,
+            notebook_path=f"/Shared/{task_id}",
+            source="WORKSPACE",
+            job_cluster_key="shared",
+            notebook_params={"emulator_duration": "3", **params},
+            deferrable=task_id == "b",
+            polling_period_seconds=2,
+        )
+        for task_id, params in (("a", {}), ("b", {"emulator_fail_attempts": "1"}), ("c", {}))
+    ]
+    steps[0] >> steps[1] >> steps[2]
