@@ -51,6 +51,6 @@ with DAG(
         source="WORKSPACE",
         job_cluster_key="shared",
         deferrable=True,
-        notebook_params={"emulator_duration": 30, "emulator_output": "report ready"},
+        notebook_params={"emulator_duration": 150, "emulator_output": "report ready"},
     )
     extract >> clean >> report
