@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import sql_models
+from airflow_dbx._run_tasks import retry_args_for_trigger
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
@@ -242,7 +243,7 @@ class DatabricksSQLStatementsOperator(BaseOperator):
                     polling_period_seconds=self.polling_period_seconds,
                     retry_limit=self.databricks_retry_limit,
                     retry_delay=self.databricks_retry_delay,
-                    retry_args=self.databricks_retry_args,
+                    retry_args=retry_args_for_trigger(self.databricks_retry_args),
                     caller=type(self).__name__,
                 ),
                 method_name="execute_complete",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import sql_models
+from airflow_dbx._run_tasks import retry_args_for_trigger
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import DatabricksError
 from airflow_dbx.models import DEFAULT_CONN_ID
@@ -80,7 +81,7 @@ class _WarehouseOperator(BaseOperator):
                     polling_period_seconds=self.polling_period_seconds,
                     retry_limit=self.databricks_retry_limit,
                     retry_delay=self.databricks_retry_delay,
-                    retry_args=self.databricks_retry_args,
+                    retry_args=retry_args_for_trigger(self.databricks_retry_args),
                 ),
                 method_name="execute_complete",
             )
