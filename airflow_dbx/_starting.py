@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("airflow_dbx.operators")
 
-# A run that started before this try did belongs to an earlier try; the margin absorbs clock
-# skew between Airflow and the workspace (tries are apart by at least the retry delay).
+# A run that started before this try did belongs to an earlier try. The try's start is moved
+# onto the workspace's clock (its answers' Date headers), and the margin absorbs what that
+# estimate and the header's one-second grain leave (tries are apart by the retry delay).
 CLOCK_SKEW_SECONDS = 1.0
 
 
@@ -47,7 +48,8 @@ def start_or_reattach(
     for generation in range(max(ti.try_number, 1)):
         token = derive_idempotency_token(*chain, generation=generation, base=payload.get("idempotency_token"))
         run = hook.get_run(post({**payload, "idempotency_token": token}), include_history=repairing)
-        if ti.try_number <= 1 or run.start_time / 1000 >= try_started - CLOCK_SKEW_SECONDS:
+        started_here = try_started + hook.workspace_clock_offset() - CLOCK_SKEW_SECONDS  # on the workspace's clock
+        if ti.try_number <= 1 or run.start_time / 1000 >= started_here:
             return run
         if not run.state.is_terminal:
             log.info("Reattaching to Databricks run %s, started by an earlier try", run.run_id)

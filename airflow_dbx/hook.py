@@ -154,6 +154,11 @@ class DatabricksHook(BaseHook):
     async def a_get_run(self, run_id: int, *, include_history: bool = False) -> Run:
         return (await self._api.arun(self._read_run(run_id, include_history)))[0]
 
+    def workspace_clock_offset(self) -> float:
+        """Seconds the workspace's clock runs ahead of this machine's (negative: behind), as its
+        latest answer showed; 0.0 when they agree to within a second."""
+        return self._api.server_clock.offset()
+
     def get_run_state(self, run_id: int) -> RunState:
         """The run's state, from the first page of runs/get only."""
         return RunState.from_dict(self._api.run(self._data(GET_RUN, params={"run_id": run_id})))

@@ -14,7 +14,7 @@ import requests
 
 from airflow_dbx.auth import run_blocking
 
-from .drivers import AiohttpDriver, RequestsDriver, adrive, drive
+from .drivers import AiohttpDriver, RequestsDriver, ServerClock, adrive, drive
 from .exchange import Answer, Request, attempt, exchange, query_params, scrub, send_once
 from .settings import Settings, read_settings
 
@@ -43,6 +43,7 @@ class ApiClient:
         self._settings: Settings | None = None
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
+        self.server_clock = ServerClock()
 
     def settings(self) -> Settings:
         settings = self._settings
@@ -68,11 +69,11 @@ class ApiClient:
 
     def run(self, plan: Plan[T]) -> T:
         """``plan``'s result, its requests sent with requests (blocking)."""
-        return drive(plan, RequestsDriver(self.session, self.settings()).perform)
+        return drive(plan, RequestsDriver(self.session, self.settings(), self.server_clock).perform)
 
     async def arun(self, plan: Plan[T]) -> T:
         """``plan``'s result, its requests sent with aiohttp."""
-        return await adrive(plan, AiohttpDriver(await self.asettings()).perform)
+        return await adrive(plan, AiohttpDriver(await self.asettings(), self.server_clock).perform)
 
     def call(
         self,

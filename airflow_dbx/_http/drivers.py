@@ -7,6 +7,7 @@ asks auth for headers, and turns its library's exceptions into a :class:`NoReply
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import ssl
 import time
@@ -71,6 +72,30 @@ async def adrive(plan: Plan[T], perform: Callable[[Any], Awaitable[Any]]) -> T:
     return value  # type: ignore[no-any-return]
 
 
+class ServerClock:
+    """The workspace's clock as the ``Date`` headers of its answers show it, against this machine's."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, float] | None = None  # the latest header and when it arrived here
+
+    def saw(self, date: str | None) -> None:
+        if date:
+            self._last = (date, time.time())
+
+    def offset(self) -> float:
+        """Seconds the workspace's clock is ahead of this machine's (negative: behind); 0.0 while
+        no answer carried a date, or while the two agree within the header's one-second grain."""
+        if self._last is None:
+            return 0.0
+        date, arrived = self._last
+        try:
+            # The header drops the fraction of its second: take the middle of that second.
+            offset = email.utils.parsedate_to_datetime(date).timestamp() + 0.5 - arrived
+        except (TypeError, ValueError):
+            return 0.0
+        return offset if abs(offset) > 1.0 else 0.0
+
+
 class _Driver:
     """Performs an effect with the handler of its type."""
 
@@ -99,8 +124,9 @@ def _logged(request: Request, status: int, started: float) -> None:
 class RequestsDriver(_Driver):
     """Blocking effects, through one requests session."""
 
-    def __init__(self, session: requests.Session, settings: Settings) -> None:
+    def __init__(self, session: requests.Session, settings: Settings, clock: ServerClock) -> None:
         self.session = session
+        self.clock = clock
         # Per request, not on the session: requests lets REQUESTS_CA_BUNDLE and *_PROXY
         # variables override a session's own verify and proxies, but not a request's.
         self.options: dict[str, Any] = {
@@ -122,6 +148,7 @@ class RequestsDriver(_Driver):
         except requests.RequestException as exc:
             return _no_reply(exc)
         _logged(request, response.status_code, started)
+        self.clock.saw(response.headers.get("Date"))
         return Reply(response.status_code, response.content, response.headers.get("Retry-After"))
 
 
@@ -129,8 +156,9 @@ class AiohttpDriver(_Driver):
     """Async effects, through the process-wide session of the workspace; token fetches run
     in a thread (``Auth.aheaders``), so the event loop never blocks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: ServerClock) -> None:
         self.settings = settings
+        self.clock = clock
         self.timeout = aiohttp.ClientTimeout(total=settings.timeout)
         self.handlers = {  # each returns an awaitable
             Request: self.send,
@@ -150,5 +178,6 @@ class AiohttpDriver(_Driver):
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return _no_reply(exc)
         _logged(request, response.status, started)
+        self.clock.saw(response.headers.get("Date"))
         return Reply(response.status, content, response.headers.get("Retry-After"))
 

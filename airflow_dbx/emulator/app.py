@@ -7,6 +7,7 @@ logging); every error, including a handler's own bug, is answered as Jobs API JS
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import logging
 import re
@@ -63,7 +64,7 @@ class RequestRecord(NamedTuple):
     path: str
     query: dict[str, str]
     status: int | None
-    time: float
+    time: float  # on the emulator's clock, as the runs' start and end times
     fault: str | None = None
 
 
@@ -105,7 +106,7 @@ class State:
 
     def record(self, request: web.Request, route: str, status: int | None, fault: str | None = None) -> None:
         query = {k: v for k, v in request.query.items() if k.lower() not in _SECRET_QUERY}
-        self.log.append(RequestRecord(request.method, request.path, query, status, time.time(), fault))
+        self.log.append(RequestRecord(request.method, request.path, query, status, self.engine.clock(), fault))
         self.request_counts[f"{request.method} {route}"] += 1
 
 
@@ -129,6 +130,12 @@ def make_app(state: State) -> web.Application:
     from airflow_dbx.emulator.admin import admin
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
+
+    async def dated(request: web.Request, response: web.StreamResponse) -> None:
+        # Answers carry the workspace's time, as Databricks' carry its own clock's.
+        response.headers["Date"] = email.utils.formatdate(state.engine.clock(), usegmt=True)
+
+    app.on_response_prepare.append(dated)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         path = request.path

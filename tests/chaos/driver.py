@@ -54,7 +54,7 @@ SLOW_TIMEOUT = 0.4  # timeout_seconds extra of connections whose scenario has sl
 CLUSTER = "emulator-chaos"
 SCENARIO_BUDGET = 30.0  # seconds; a scenario still going after this is a violation
 PER_PATH_FAULT_CAP = 6  # consecutive failures on one endpoint: past the default retry limit of 3
-TRY_GAP = 1.2  # seconds between two tries of a task (Airflow's retry_delay); more than the clock-skew margin
+TRY_GAP = 1.2  # seconds from a try's end to the next try (Airflow's retry_delay); more than the clock-skew margin
 
 FAULT_KINDS = (
     "5xx", "429_retry_after", "429_plain", "drop", "slow", "lost_response", "oauth_expiry",
@@ -125,6 +125,7 @@ class Scenario:
     repair_on_retry: bool = False
     map_index: int = -1
     faults: tuple[FaultSpec, ...] = ()
+    clock_skew: float = 0.0  # seconds the workspace's clock is ahead of Airflow's (behind if negative)
 
     @property
     def error_text(self) -> str:
@@ -164,7 +165,8 @@ class Scenario:
             f"seed {self.seed}: {self.operator} {self.mode} {self.shape} {self.outcome} auth={self.auth} "
             f"event={self.event}" + (f"({self.die_at})" if self.event == "worker_dies" else "")
             + f" retry_limit={self.retry_limit} retries={self.retries}" + (" repair" if self.repair_on_retry else "")
-            + (f" map_index={self.map_index}" if self.map_index >= 0 else "") + f" faults=[{faults}]"
+            + (f" map_index={self.map_index}" if self.map_index >= 0 else "")
+            + (f" clock_skew={self.clock_skew:+.2f}s" if self.clock_skew else "") + f" faults=[{faults}]"
         )
 
     @classmethod
@@ -198,7 +200,20 @@ class Scenario:
         )
         if scenario.retries and outcome == "failure":
             scenario = dataclasses.replace(scenario, repair_on_retry=rng.random() < 0.5)
-        return _with_faults(scenario, rng)
+        scenario = _with_faults(scenario, rng)
+        return dataclasses.replace(scenario, clock_skew=_clock_skew(seed))
+
+
+def _clock_skew(seed: int) -> float:
+    """How far the workspace's clock is from Airflow's: none in most scenarios, under a second
+    in some, and several seconds either way in others (an unsynchronised host), longer than the
+    gap between two tries. Drawn apart from the rest so earlier seeds keep their scenarios."""
+    rng = random.Random(f"clock-skew-{seed}")
+    size = rng.choices(("none", "small", "large"), weights=(6, 2, 2))[0]
+    if size == "none":
+        return 0.0
+    magnitude = rng.uniform(0.05, 0.6) if size == "small" else rng.uniform(2.0, 30.0)
+    return round(rng.choice((-1, 1)) * magnitude, 2)
 
 
 def _with_faults(scenario: Scenario, rng: random.Random) -> Scenario:
@@ -273,8 +288,9 @@ class Stats:
             self.faults_injected.update(result.injected)
             self.events[result.scenario.event] += 1
             s = result.scenario
+            skew = "none" if not s.clock_skew else "under-1s" if abs(s.clock_skew) < 1 else "over-1s"
             self.shapes.update([f"operator:{s.operator}", f"mode:{s.mode}", f"shape:{s.shape}",
-                                f"outcome:{s.outcome}", f"auth:{s.auth}"])
+                                f"outcome:{s.outcome}", f"auth:{s.auth}", f"clock-skew:{skew}"])
             self.runs_created += result.runs
             self.runs_cancelled += result.cancels
             self.requests += result.requests
@@ -295,6 +311,7 @@ class Result:
     cancels: int = 0
     requests: int = 0
     tries: int = 0
+    try_errors: list[str] = field(default_factory=list)  # each try's error type, "" for none
     seconds: float = 0.0
 
 
@@ -589,12 +606,11 @@ def _tries(task: _Task, result: Result) -> _Outcome:
     """Tries 1, 2, ... as Airflow runs them: another after each failure while retries remain."""
     try_number = 1
     while True:
-        started = time.monotonic()
         out = _try(task, task.operator(), try_number, result)
         if out.state == "success" or try_number > task.scenario.retries:
             return out
         try_number += 1
-        time.sleep(max(0.0, TRY_GAP - (time.monotonic() - started)))
+        time.sleep(TRY_GAP)  # Airflow counts the retry delay from the failed try's end
 
 
 def _try(task: _Task, op: Any, try_number: int, result: Result) -> _Outcome:
@@ -609,6 +625,7 @@ def _try(task: _Task, op: Any, try_number: int, result: Result) -> _Outcome:
     except (WorkerDied, errors.DatabricksError, AirflowTaskTimeout) as exc:
         out.state, out.error = "failed", exc
     out.xcom = dict(ctx.xcom)
+    result.try_errors.append(type(out.error).__name__ if out.error is not None else "")
     return out
 
 
@@ -754,13 +771,21 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
         bad(f"{len(runs)} runs for a task that had {result.tries} tries")
     if s.repair_on_retry and len(runs) > 1:
         bad(f"{len(runs)} runs though a failed run is repaired on retry, not replaced")
+    # Every try after a failed run starts afresh, with a new run or a repair of the failed one:
+    # an earlier try's failed run is never taken for this try's own, however the clocks differ.
+    if result.tries > 1 and all(error == "DatabricksRunFailed" for error in result.try_errors):
+        starts = len(runs) + (emu.counters["repairs"] if s.repair_on_retry else 0)
+        if starts != result.tries:
+            bad(f"{result.tries} tries, each after a failed run, made {starts} fresh starts (runs and repairs)")
     last = runs[-1]
     if s.mode == "nowait":
         if not api_failure and (out.state != "success" or out.returned != last["run_id"]):
             bad(f"wait_for_termination=False ended {out.state} ({out.error}), returned {out.returned}")
         return
     # No run outlives its task: each run active when the task ended for good was stopped by it.
-    for run in [] if s.cancel_may_fail() else oracle.left_behind(emu, out.ended_at):
+    # The harness notes times on Airflow's clock; the emulator records them on the workspace's.
+    ended_at, killed_at = out.ended_at + s.clock_skew, out.killed_at + s.clock_skew
+    for run in [] if s.cancel_may_fail() else oracle.left_behind(emu, ended_at):
         bad(f"{run} was active when its task ended {out.state} ({type(out.error).__name__}), and nobody stopped it")
     final = oracle.finished(emu, last["run_id"], timeout=5.0)
     final_result = oracle.result(final)
@@ -768,7 +793,7 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
     if out.killed or out.timed_out:
         # The run must be cancelled -- unless it ended on its own before the cancel landed.
         ended = emu.run(last["run_id"])["end_time"] / 1000
-        landed = max([r.time for r in cancels] + [out.killed_at])
+        landed = max([r.time for r in cancels] + [killed_at])
         if final_result != "CANCELED" and ended > landed + 0.05 and not s.cancel_may_fail():
             bad(f"the task was {'killed' if out.killed else 'timed out'} but run {last['run_id']} ended "
                 f"{final_result} {ended - landed:.3f} s after the kill or cancel, not CANCELED")
@@ -783,9 +808,10 @@ def _check(emu: Emulator, s: Scenario, out: _Outcome, result: Result) -> None:
         if not isinstance(out.error, AirflowTaskTimeout) or str(last["run_id"]) not in str(out.error):
             bad(f"a timed-out task must raise AirflowTaskTimeout naming its run, got {out.error!r}")
         ended = emu.run(last["run_id"])["end_time"] / 1000
-        if final_result != "CANCELED" and out.deadline is not None and ended <= out.deadline:
+        deadline = None if out.deadline is None else out.deadline + s.clock_skew
+        if final_result != "CANCELED" and deadline is not None and ended <= deadline:
             known(result, "deadline_ignores_ended_run",
-                  f"run {last['run_id']} ended {final_result} {out.deadline - ended:.3f} s before the deadline, "
+                  f"run {last['run_id']} ended {final_result} {deadline - ended:.3f} s before the deadline, "
                   "yet the task timed out")
         return
     # The task's final state matches the run's result.
@@ -832,7 +858,12 @@ def run_batch(seeds: list[int], workers: int) -> list[Result]:
 
     _fresh_secrets_masker()
     started = time.monotonic()
-    emulators = {seed: Emulator(time_scale=TIME_SCALE, token=f"dapi-chaos-{seed:06d}").start() for seed in seeds}
+    emulators = {
+        seed: Emulator(
+            time_scale=TIME_SCALE, token=f"dapi-chaos-{seed:06d}", clock=_skewed_clock(Scenario.from_seed(seed).clock_skew)
+        ).start()
+        for seed in seeds
+    }
     try:
         for seed, emu in emulators.items():
             _connect(emu, Scenario.from_seed(seed))
@@ -845,6 +876,13 @@ def run_batch(seeds: list[int], workers: int) -> list[Result]:
     with STATS.lock:
         STATS.wall_seconds += time.monotonic() - started
     return results
+
+
+def _skewed_clock(skew: float) -> Callable[[], float] | None:
+    """The emulator's clock: Airflow's, moved by ``skew`` seconds (None: Airflow's own)."""
+    if not skew:
+        return None
+    return lambda: time.time() + skew
 
 
 def _fresh_secrets_masker() -> None:

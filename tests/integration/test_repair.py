@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from airflow_dbx import errors, models
+from airflow_dbx.emulator import Emulator
 from airflow_dbx.operators import DatabricksRunNowOperator, DatabricksSubmitRunOperator
 from airflow_dbx.trigger import DatabricksRunTrigger
-from tests.integration.conftest import TaskDeferred, final_state
+from tests.integration.conftest import TaskDeferred, TryContext, final_state
 
 CLUSTER = "emulator-cluster"
 
@@ -185,3 +187,21 @@ class TestRepairParameters:
         submit = DatabricksSubmitRunOperator(task_id="s", notebook_task={"notebook_path": "/x"},
                                              existing_cluster_id=CLUSTER)
         assert submit.repair_parameters({"notebook_params": {"day": "1"}}) == {}
+
+
+class TestClocksApart:
+    """A retry tells its earlier try's run from its own on the workspace's clock, read from the
+    Date headers of the answers, so a workspace clock far from Airflow's changes nothing."""
+
+    @pytest.mark.parametrize("skew", [5.0, -20.0], ids=["workspace-ahead", "workspace-behind"])
+    def test_a_retry_after_a_failed_run_starts_a_fresh_one(self, monkeypatch, skew) -> None:
+        with Emulator(time_scale=0.1, clock=lambda: time.time() + skew) as emu:
+            monkeypatch.setenv("AIRFLOW_CONN_DATABRICKS_DEFAULT", emu.conn_json())
+            op = DatabricksSubmitRunOperator(task_id="t", tasks=three_tasks(), polling_period_seconds=0.1)
+            fail_first_try(op, TryContext(1))
+            time.sleep(1.5)  # the retry delay: more than the margin the comparison allows
+            ctx = TryContext(2, started_now=True)
+            fail_first_try(op, ctx)
+            first, second = sorted(emu.runs(), key=lambda run: run["run_id"])
+            assert second["start_time"] > first["end_time"]
+            assert ctx.xcom["run_id"] == second["run_id"]

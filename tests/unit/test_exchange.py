@@ -11,6 +11,7 @@ import pytest
 import tenacity
 
 from airflow_dbx._http import retry
+from airflow_dbx._http.drivers import ServerClock
 from airflow_dbx._http.exchange import Answer, Authorize, NoReply, Reply, Request, exchange
 from airflow_dbx._http.retry import RetryPolicy
 from airflow_dbx.auth import Auth, StaticAuth
@@ -180,3 +181,33 @@ def test_a_malformed_success_is_an_error_not_data(body: str, problem: str) -> No
 
 def test_an_empty_success_is_an_empty_object() -> None:
     assert send(Transport(reply(200, ""))).data == {}
+
+
+class TestServerClock:
+    """The workspace's clock, read from the Date headers of its answers."""
+
+    def test_no_answer_yet_means_no_offset(self) -> None:
+        assert ServerClock().offset() == 0.0
+
+    @pytest.mark.parametrize("ahead", [30.0, -45.0, 3600.0])
+    def test_a_clock_ahead_or_behind_is_measured_to_the_second(self, ahead: float) -> None:
+        clock = ServerClock()
+        clock.saw(email.utils.formatdate(time.time() + ahead, usegmt=True))
+        assert abs(clock.offset() - ahead) <= 1.0
+
+    def test_clocks_within_the_headers_grain_agree(self) -> None:
+        clock = ServerClock()
+        clock.saw(email.utils.formatdate(time.time(), usegmt=True))
+        assert clock.offset() == 0.0
+
+    def test_the_latest_answer_counts(self) -> None:
+        clock = ServerClock()
+        clock.saw(email.utils.formatdate(time.time() + 100, usegmt=True))
+        clock.saw(email.utils.formatdate(time.time() - 100, usegmt=True))
+        assert clock.offset() < -98
+
+    @pytest.mark.parametrize("header", ["", None, "yesterday-ish", "Mon, 99 Foo 2026 25:61:61 GMT"])
+    def test_a_missing_or_unreadable_header_changes_nothing(self, header: str | None) -> None:
+        clock = ServerClock()
+        clock.saw(header)
+        assert clock.offset() == 0.0
