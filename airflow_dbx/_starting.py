@@ -19,10 +19,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("airflow_dbx.operators")
 
-# A run that started before this try did belongs to an earlier try. The try's start is moved
-# onto the workspace's clock (its answers' Date headers), and the margin absorbs what that
-# estimate and the header's one-second grain leave (tries are apart by the retry delay).
-CLOCK_SKEW_SECONDS = 1.0
+# A run that started before this try did belongs to an earlier try. The try's start is put on
+# the workspace's clock, whose distance from this machine's its answers' Date headers bound;
+# the margin covers the milliseconds of a run's start time, or, with no dated answer, skew
+# between the two clocks (tries are apart by at least the retry delay).
+DATED_MARGIN_SECONDS = 0.05
+UNDATED_MARGIN_SECONDS = 1.0
 
 
 def start_or_reattach(
@@ -48,8 +50,7 @@ def start_or_reattach(
     for generation in range(max(ti.try_number, 1)):
         token = derive_idempotency_token(*chain, generation=generation, base=payload.get("idempotency_token"))
         run = hook.get_run(post({**payload, "idempotency_token": token}), include_history=repairing)
-        started_here = try_started + hook.workspace_clock_offset() - CLOCK_SKEW_SECONDS  # on the workspace's clock
-        if ti.try_number <= 1 or run.start_time / 1000 >= started_here:
+        if ti.try_number <= 1 or run.start_time / 1000 >= _this_try_began(hook, try_started):
             return run
         if not run.state.is_terminal:
             log.info("Reattaching to Databricks run %s, started by an earlier try", run.run_id)
@@ -64,6 +65,14 @@ def start_or_reattach(
         f"Every earlier run of this task ended unsuccessfully and no fresh run could be started "
         f"after {ti.try_number} token generations; is the workspace's clock far from Airflow's?"
     )
+
+
+def _this_try_began(hook: DatabricksHook, try_started: float) -> float:
+    """The earliest a run of this try can have started, on the workspace's clock."""
+    earliest = hook.earliest_workspace_time(try_started)
+    if earliest is None:
+        return try_started - UNDATED_MARGIN_SECONDS
+    return earliest - DATED_MARGIN_SECONDS
 
 
 def repair(hook: DatabricksHook, run: Run, parameters: Mapping[str, Any], rerun: list[str] | None = None) -> Run:

@@ -154,10 +154,10 @@ class DatabricksHook(BaseHook):
     async def a_get_run(self, run_id: int, *, include_history: bool = False) -> Run:
         return (await self._api.arun(self._read_run(run_id, include_history)))[0]
 
-    def workspace_clock_offset(self) -> float:
-        """Seconds the workspace's clock runs ahead of this machine's (negative: behind), as its
-        latest answer showed; 0.0 when they agree to within a second."""
-        return self._api.server_clock.offset()
+    def earliest_workspace_time(self, local: float) -> float | None:
+        """The earliest the workspace's clock can have read when this machine's read ``local``
+        (epoch seconds), from the dates of its answers so far; None before any dated answer."""
+        return self._api.server_clock.earliest(local)
 
     def get_run_state(self, run_id: int) -> RunState:
         """The run's state, from the first page of runs/get only."""

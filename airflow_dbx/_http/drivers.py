@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -73,27 +74,38 @@ async def adrive(plan: Plan[T], perform: Callable[[Any], Awaitable[Any]]) -> T:
 
 
 class ServerClock:
-    """The workspace's clock as the ``Date`` headers of its answers show it, against this machine's."""
+    """How far the workspace's clock is from this machine's, narrowed down by the ``Date``
+    headers of its answers.
+
+    An answer dated second ``D`` was written while this machine's clock read between the
+    request's sending and the answer's arrival, so the workspace is ahead by at least
+    ``D - arrived`` and at most ``D + 1 - sent`` seconds. Each answer narrows that interval;
+    one that does not fit it (a clock was set) starts it afresh.
+    """
 
     def __init__(self) -> None:
-        self._last: tuple[str, float] | None = None  # the latest header and when it arrived here
+        self.low = self.high = math.nan  # seconds ahead at least / at most; NaN: no dated answer yet
+        self._date, self._second = "", 0.0  # the latest header read, and its epoch second
 
-    def saw(self, date: str | None) -> None:
-        if date:
-            self._last = (date, time.time())
+    def saw(self, date: str | None, sent: float, arrived: float) -> None:
+        if not date:
+            return
+        if date != self._date:  # answers within one second share a header: read it once
+            try:
+                self._second = email.utils.parsedate_to_datetime(date).timestamp()
+            except (TypeError, ValueError):
+                return
+            self._date = date
+        low, high = self._second - arrived, self._second + 1.0 - sent
+        if not low <= self.high or not high >= self.low:  # the first, or one that does not fit
+            self.low, self.high = low, high
+        else:
+            self.low, self.high = max(low, self.low), min(high, self.high)
 
-    def offset(self) -> float:
-        """Seconds the workspace's clock is ahead of this machine's (negative: behind); 0.0 while
-        no answer carried a date, or while the two agree within the header's one-second grain."""
-        if self._last is None:
-            return 0.0
-        date, arrived = self._last
-        try:
-            # The header drops the fraction of its second: take the middle of that second.
-            offset = email.utils.parsedate_to_datetime(date).timestamp() + 0.5 - arrived
-        except (TypeError, ValueError):
-            return 0.0
-        return offset if abs(offset) > 1.0 else 0.0
+    def earliest(self, local: float) -> float | None:
+        """The earliest the workspace's clock can have read when this machine's read ``local``;
+        None while no answer was dated."""
+        return None if math.isnan(self.low) else local + self.low
 
 
 class _Driver:
@@ -139,7 +151,7 @@ class RequestsDriver(_Driver):
         }
 
     def send(self, request: Request) -> Reply | NoReply:
-        started = time.monotonic()
+        started, sent = time.monotonic(), time.time()
         try:
             response = self.session.request(
                 request.method, request.url, params=request.params, json=request.json, data=request.form,
@@ -148,7 +160,7 @@ class RequestsDriver(_Driver):
         except requests.RequestException as exc:
             return _no_reply(exc)
         _logged(request, response.status_code, started)
-        self.clock.saw(response.headers.get("Date"))
+        self.clock.saw(response.headers.get("Date"), sent, time.time())
         return Reply(response.status_code, response.content, response.headers.get("Retry-After"))
 
 
@@ -168,7 +180,7 @@ class AiohttpDriver(_Driver):
 
     async def send(self, request: Request) -> Reply | NoReply:
         session = await SESSIONS.get(self.settings.base_url, self.settings.verify)
-        started = time.monotonic()
+        started, sent = time.monotonic(), time.time()
         try:
             async with session.request(
                 request.method, request.url, params=request.params, json=request.json, data=request.form,
@@ -178,6 +190,6 @@ class AiohttpDriver(_Driver):
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return _no_reply(exc)
         _logged(request, response.status, started)
-        self.clock.saw(response.headers.get("Date"))
+        self.clock.saw(response.headers.get("Date"), sent, time.time())
         return Reply(response.status, content, response.headers.get("Retry-After"))
 

@@ -184,30 +184,42 @@ def test_an_empty_success_is_an_empty_object() -> None:
 
 
 class TestServerClock:
-    """The workspace's clock, read from the Date headers of its answers."""
+    """The workspace's clock against this machine's, bounded by the Date headers of its answers."""
 
-    def test_no_answer_yet_means_no_offset(self) -> None:
-        assert ServerClock().offset() == 0.0
+    @staticmethod
+    def dated(second: float) -> str:
+        return email.utils.formatdate(second, usegmt=True)
 
-    @pytest.mark.parametrize("ahead", [30.0, -45.0, 3600.0])
-    def test_a_clock_ahead_or_behind_is_measured_to_the_second(self, ahead: float) -> None:
+    def test_nothing_is_known_before_a_dated_answer(self) -> None:
         clock = ServerClock()
-        clock.saw(email.utils.formatdate(time.time() + ahead, usegmt=True))
-        assert abs(clock.offset() - ahead) <= 1.0
+        clock.saw(None, 100.0, 100.1)
+        clock.saw("", 100.0, 100.1)
+        assert clock.earliest(1_000.0) is None
 
-    def test_clocks_within_the_headers_grain_agree(self) -> None:
+    @pytest.mark.parametrize("ahead", [0.0, 0.4, 27.88, -25.03, 3600.0])
+    def test_one_answer_bounds_the_offset_within_its_second(self, ahead: float) -> None:
         clock = ServerClock()
-        clock.saw(email.utils.formatdate(time.time(), usegmt=True))
-        assert clock.offset() == 0.0
+        sent = 1_800_000_000.25
+        clock.saw(self.dated(sent + 0.01 + ahead), sent, sent + 0.02)
+        assert clock.low <= ahead <= clock.high
+        assert clock.high - clock.low <= 1.02
 
-    def test_the_latest_answer_counts(self) -> None:
-        clock = ServerClock()
-        clock.saw(email.utils.formatdate(time.time() + 100, usegmt=True))
-        clock.saw(email.utils.formatdate(time.time() - 100, usegmt=True))
-        assert clock.offset() < -98
+    def test_answers_across_a_second_boundary_narrow_it_to_their_latency(self) -> None:
+        ahead, clock = 7.3, ServerClock()
+        for local in (1_800_000_000.05, 1_800_000_000.35, 1_800_000_000.65, 1_800_000_000.95, 1_800_000_001.25):
+            clock.saw(self.dated(local + 0.005 + ahead), local, local + 0.01)
+        assert clock.low <= ahead <= clock.high
+        assert clock.high - clock.low <= 0.31
+        assert clock.earliest(1_800_000_100.0) == pytest.approx(1_800_000_100.0 + clock.low)
 
-    @pytest.mark.parametrize("header", ["", None, "yesterday-ish", "Mon, 99 Foo 2026 25:61:61 GMT"])
-    def test_a_missing_or_unreadable_header_changes_nothing(self, header: str | None) -> None:
+    def test_an_answer_that_does_not_fit_starts_afresh(self) -> None:
+        clock, local = ServerClock(), 1_800_000_000.5
+        clock.saw(self.dated(local + 10), local, local + 0.01)
+        clock.saw(self.dated(local + 1 - 100), local + 1, local + 1.01)  # the workspace's clock was set back
+        assert clock.low <= -100 <= clock.high
+
+    @pytest.mark.parametrize("header", ["yesterday-ish", "Mon, 99 Foo 2026 25:61:61 GMT"])
+    def test_an_unreadable_header_changes_nothing(self, header: str) -> None:
         clock = ServerClock()
-        clock.saw(header)
-        assert clock.offset() == 0.0
+        clock.saw(header, 100.0, 100.1)
+        assert clock.earliest(100.0) is None
