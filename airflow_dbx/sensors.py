@@ -22,6 +22,7 @@ from airflow_dbx._run_tasks import (
 )
 from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.errors import DatabricksRunFailed, PayloadError
+from airflow_dbx.lineage import LineageMixin
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import check_positive, check_retry_args, is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DatabricksRunSensor(BaseSensorOperator):
+class DatabricksRunSensor(LineageMixin, BaseSensorOperator):
     """Wait for an existing Databricks run to end, and succeed or fail as the run did.
 
     ``run_id`` is templated, so it can be an operator's output: submit with
@@ -140,8 +141,12 @@ class DatabricksRunSensor(BaseSensorOperator):
         """Leave the run alone: this task only watches it (cancel it with an operator's on_kill)."""
         log.info("Task killed: Databricks run %s goes on (this sensor did not start it)", self.run_id)
 
+    def lineage_host_url(self) -> str:
+        return self._hook().host_url
+
     def _finish(self, context: Context, outcome: Mapping[str, Any]) -> int:
         raise_if_lost(outcome)
+        self.remember_run_outcome(outcome)
         try:
             return report_outcome(context, outcome, push=self.do_xcom_push)
         except DatabricksRunFailed as failure:
