@@ -48,7 +48,10 @@ def table_parts(uri: SplitResult) -> tuple[str, str, str, str]:
     if not all(name.strip() for name in names):
         raise _bad(text, "a catalog, schema or table name is empty")
     catalog, schema, table = (name.strip().lower() for name in names)
-    return table_netloc(uri.netloc), catalog, schema, table
+    try:
+        return table_netloc(uri.netloc), catalog, schema, table
+    except ValueError as exc:
+        raise _bad(text, str(exc)) from None
 
 
 def sanitize_uri(uri: SplitResult) -> SplitResult:

@@ -200,10 +200,11 @@ class DatabricksSQLStatementsOperator(LineageMixin, BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.emit_assets = emit_assets
+        self._asset_alias = assets.alias_name(self.dag_id, self.task_id)
         if emit_assets:
             from airflow.sdk import AssetAlias
 
-            self.outlets = [*self.outlets, AssetAlias(assets.alias_name(self.dag_id, self.task_id))]
+            self.outlets = [*self.outlets, AssetAlias(self._asset_alias)]
         self.statement = statement
         self.warehouse_id = warehouse_id
         self.catalog = catalog
@@ -347,8 +348,8 @@ class DatabricksSQLStatementsOperator(LineageMixin, BaseOperator):
             raise sql_models.DatabricksSqlFailed(statement)
         if self.emit_assets:
             written = assets.written_tables(self.statement, self.catalog, self.schema)
-            alias = assets.alias_name(self.dag_id, self.task_id)
-            log.info("Asset events for %s", ", ".join(assets.emit_table_events(context, alias, hook.host_url, written)))
+            uris = assets.emit_table_events(context, self._asset_alias, hook.host_url, written)
+            log.info("Asset events for %s", ", ".join(uris))
         rows = hook.read_rows(statement, self.max_xcom_rows) if self.max_xcom_rows else []
         log.info("Databricks SQL statement %s succeeded: %s rows", statement.statement_id, statement.total_row_count)
         return sql_models.as_dicts(statement.columns, rows)
