@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from airflow_dbx.lineage import LineageMixin
+    from airflow_dbx._run_tasks import LineageMixin
 
 PRODUCER = "https://pypi.org/project/airflow-dbx/"
 

@@ -21,16 +21,18 @@ from airflow_dbx._run_tasks import (
     XCOM_RUN_ID,
     XCOM_RUN_PAGE_URL,
     DatabricksRunLink,
+    LineageMixin,
     another_try_will_come,
     hook_for,
+    inject_parent_job_info,
     lazy_exports,
     publish_run,
     raise_if_lost,
     report_outcome,
     retry_args_for_trigger,
+    wants_parent_job_info,
 )
 from airflow_dbx.compat import AirflowTaskTimeout, conf
-from airflow_dbx.lineage import LineageMixin, inject_parent_job_info, wants_parent_job_info
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger

@@ -14,6 +14,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_dbx._run_tasks import (
     DatabricksRunLink,
+    LineageMixin,
     hook_for,
     publish_run,
     raise_if_lost,
@@ -22,7 +23,6 @@ from airflow_dbx._run_tasks import (
 )
 from airflow_dbx.compat import AirflowFailException, conf
 from airflow_dbx.errors import DatabricksRunFailed, PayloadError
-from airflow_dbx.lineage import LineageMixin
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import check_positive, check_retry_args, is_literal
 from airflow_dbx.trigger import DatabricksRunTrigger

@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import assets, sql_models
-from airflow_dbx._run_tasks import retry_args_for_trigger
+from airflow_dbx._run_tasks import LineageMixin, retry_args_for_trigger
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import PayloadError
-from airflow_dbx.lineage import LineageMixin
 from airflow_dbx.models import DEFAULT_CONN_ID
 from airflow_dbx.payloads import check_positive, derive_idempotency_token, is_literal
 from airflow_dbx.sql_models import marked

@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from airflow.sdk import Asset, AssetAlias
 
+from airflow_dbx._run_tasks import _with_parent_properties
 from airflow_dbx.assets import convert_asset_to_openlineage, create_asset
 from airflow_dbx.errors import PayloadError
-from airflow_dbx.lineage import _with_parent_properties
 from airflow_dbx.operators import DatabricksSQLStatementsOperator
+from tests.integration.conftest import STRICT_WARNINGS
 
 WAREHOUSE = "a1b2c3d4e5f60718"
 PARENT = {
@@ -112,7 +113,7 @@ WITHOUT_OPENLINEAGE = textwrap.dedent("""
     sys.modules["openlineage"] = None
     import airflow_dbx.operators, airflow_dbx.sensors, airflow_dbx.sql_sensors, airflow_dbx.assets
     from airflow_dbx.errors import PayloadError
-    from airflow_dbx.lineage import inject_parent_job_info
+    from airflow_dbx._run_tasks import inject_parent_job_info
     from airflow_dbx.operators import DatabricksSQLStatementsOperator, DatabricksSubmitRunOperator
     payload = {"tasks": [{"task_key": "a", "new_cluster": {"spark_version": "x"}}]}
     assert inject_parent_job_info(payload, {}) is payload
@@ -130,7 +131,7 @@ WITHOUT_OPENLINEAGE = textwrap.dedent("""
 
 
 def test_without_the_openlineage_provider_nothing_imports_it_or_warns() -> None:
-    result = subprocess.run([sys.executable, "-W", "error", "-c", WITHOUT_OPENLINEAGE], capture_output=True,
+    result = subprocess.run([sys.executable, *STRICT_WARNINGS, "-c", WITHOUT_OPENLINEAGE], capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "ok"
@@ -146,7 +147,7 @@ def test_importing_the_operators_loads_nothing_of_openlineage() -> None:
         "import airflow_dbx.operators, airflow_dbx.sql_operators, airflow_dbx.sensors, airflow_dbx.assets;"
         "print(sorted(m for m in set(sys.modules) - before if 'openlineage' in m))"
     )
-    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, *STRICT_WARNINGS, "-c", code], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
