@@ -212,3 +212,37 @@ def test_parent_job_info_reaches_the_run_and_never_overwrites(config_switch: boo
     run_now_start = read_events(events_file, "lineage_parent.run_now")["START"]
     assert params["openlineage_parentRunId"] == run_now_start["run"]["runId"]
     assert params["openlineage_parentJobName"] == "kept"
+
+
+def test_workflow_tasks_the_launcher_and_the_sensor_report_their_runs(emulator, airflow_db, tmp_path: Path) -> None:
+    events_file = tmp_path / "events.jsonl"
+    for dag_id in ("dbx_workflow", "dbx_submit_then_sense"):
+        output = dags_test(dag_id, events_file, emulator)
+        assert not output.startswith("FAILED"), output[-3000:]
+    # Every run and task run the emulator holds, by id: the job run's own page, or the task run's.
+    known = {}
+    for run in emulator.runs():
+        known[run["run_id"]] = (run["run_page_url"], run["state"].get("result_state"))
+        for task in run.get("tasks", []):
+            known[task["run_id"]] = (task["run_page_url"], task["state"].get("result_state"))
+    tasks = {
+        "dbx_workflow.sales.launch": None,  # it starts the group's run and does not wait for it
+        "dbx_workflow.sales.extract": "SUCCESS",
+        "dbx_workflow.sales.clean": "SUCCESS",
+        "dbx_workflow.sales.report": "SUCCESS",
+        "dbx_submit_then_sense.submit": None,  # wait_for_termination=False; the sensor waits
+        "dbx_submit_then_sense.wait": "SUCCESS",
+    }
+    for job_name, state in tasks.items():
+        facet = read_events(events_file, job_name)["COMPLETE"]["run"]["facets"]["databricks_run"]
+        page, result = known[facet["run_id"]]
+        assert facet["run_page_url"] == page, job_name
+        assert facet.get("state") == state, job_name
+        if state is not None:
+            assert result == state, job_name
+    launched = read_events(events_file, "dbx_workflow.sales.launch")["COMPLETE"]["run"]["facets"]["databricks_run"]
+    extract = read_events(events_file, "dbx_workflow.sales.extract")["COMPLETE"]["run"]["facets"]["databricks_run"]
+    assert launched["job_id"] == extract["job_id"]  # the group's tasks are task runs of the launched job run
+    submitted = read_events(events_file, "dbx_submit_then_sense.submit")["COMPLETE"]["run"]["facets"]
+    sensed = read_events(events_file, "dbx_submit_then_sense.wait")["COMPLETE"]["run"]["facets"]
+    assert submitted["databricks_run"]["run_id"] == sensed["databricks_run"]["run_id"]
