@@ -107,7 +107,7 @@ def extras_for(invocation: Invocation, environ: Mapping[str, str]) -> frozenset[
     ``test`` for the tests, plus each optional suite asked for."""
     if invocation.command == "demo":
         return frozenset({"emulator"})
-    extras = {"test", "emulator"}
+    extras = {"test", "emulator", "openlineage"}
     for extra, (variable, directory) in OPTIONAL_SUITES.items():
         if environ.get(variable) == "1" or _asks_for(invocation.pytest_args, directory):
             extras.add(extra)

@@ -132,4 +132,12 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Databricks", "python-modules": ["airflow_dbx.trigger"]},
         ],
+        "asset-uris": [
+            {
+                "schemes": ["databricks"],
+                "handler": "airflow_dbx.assets.sanitize_uri",
+                "factory": "airflow_dbx.assets.create_asset",
+                "to_openlineage_converter": "airflow_dbx.assets.convert_asset_to_openlineage",
+            },
+        ],
     }

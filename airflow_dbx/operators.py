@@ -21,13 +21,16 @@ from airflow_dbx._run_tasks import (
     XCOM_RUN_ID,
     XCOM_RUN_PAGE_URL,
     DatabricksRunLink,
+    LineageMixin,
     another_try_will_come,
     hook_for,
+    inject_parent_job_info,
     lazy_exports,
     publish_run,
     raise_if_lost,
     report_outcome,
     retry_args_for_trigger,
+    wants_parent_job_info,
 )
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.models import DEFAULT_CONN_ID
@@ -62,7 +65,7 @@ log = logging.getLogger(__name__)
 _PAYLOAD_KEY = {"databricks_queue": "queue"}
 
 
-class DatabricksRunOperatorBase(BaseOperator):
+class DatabricksRunOperatorBase(LineageMixin, BaseOperator):
     """What both operators share; subclasses name their endpoint and parameters.
 
     :param json: the request body as a dict or a JSON string (or a ``.json`` template file).
@@ -81,6 +84,10 @@ class DatabricksRunOperatorBase(BaseOperator):
     :param repair_on_retry: when a new try finds that an earlier try's run failed or timed out
         in a task, repair that run (``jobs/runs/repair``: rerun its unsuccessful tasks and those
         downstream of them) instead of starting a fresh run. A cancelled run is replaced.
+    :param openlineage_inject_parent_job_info: pass the task's OpenLineage identity to the run
+        (Spark conf of its new clusters; job parameters of a run-now without task parameters),
+        never over a value already set. ``None``: the ``[openlineage] spark_inject_parent_job_info``
+        option. Needs the OpenLineage provider.
     """
 
     named_fields: ClassVar[tuple[str, ...]] = ()
@@ -104,6 +111,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         allow_success_with_failures: bool = False,
         repair_on_retry: bool = False,
+        openlineage_inject_parent_job_info: bool | None = None,
         named: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -126,6 +134,7 @@ class DatabricksRunOperatorBase(BaseOperator):
         self.deferrable = deferrable
         self.allow_success_with_failures = allow_success_with_failures
         self.repair_on_retry = repair_on_retry
+        self.openlineage_inject_parent_job_info = openlineage_inject_parent_job_info
         for name in self.named_fields:
             setattr(self, name, (named or {}).get(name))
         self._run_id: int | None = None  # the run this try must not leave behind
@@ -175,8 +184,11 @@ class DatabricksRunOperatorBase(BaseOperator):
     def execute(self, context: Context) -> int:
         hook = self._hook()
         payload = self.build_payload(hook)
+        if wants_parent_job_info(self.openlineage_inject_parent_job_info):
+            payload = inject_parent_job_info(payload, context)
         with self._leaving_no_run(context):
             run = self._start(hook, payload, context)
+            self.remember(run_id=run.run_id, job_id=run.job_id, run_page_url=run.run_page_url)
             publish_run(context, run, push=self.do_xcom_push)
             if not self.wait_for_termination:
                 return run.run_id
@@ -185,6 +197,7 @@ class DatabricksRunOperatorBase(BaseOperator):
             run = self._wait(hook, run)
             self._run_id = None  # it ended
             outcome = hook.summarise(run, allow_success_with_failures=self.allow_success_with_failures)
+        self.remember_run_outcome(outcome)
         return report_outcome(context, outcome, push=self.do_xcom_push)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> int:
@@ -195,13 +208,18 @@ class DatabricksRunOperatorBase(BaseOperator):
                 f"passed while it waited. Run page: {event.get('run_page_url') or 'unknown'}"
             )
         self._run_id = event["run_id"]
+        self.remember(run_id=event["run_id"], run_page_url=event.get("run_page_url"))
         with self._leaving_no_run(context):
             raise_if_lost(event)
             self._run_id = None
+        self.remember_run_outcome(event)
         return report_outcome(context, event, push=self.do_xcom_push)
 
     def on_kill(self) -> None:
         self._cancel("Task killed")
+
+    def lineage_host_url(self) -> str:
+        return self._hook().host_url
 
     @contextlib.contextmanager
     def _leaving_no_run(self, context: Context) -> Iterator[None]:

@@ -14,6 +14,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_dbx._run_tasks import (
     DatabricksRunLink,
+    LineageMixin,
     hook_for,
     publish_run,
     raise_if_lost,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DatabricksRunSensor(BaseSensorOperator):
+class DatabricksRunSensor(LineageMixin, BaseSensorOperator):
     """Wait for an existing Databricks run to end, and succeed or fail as the run did.
 
     ``run_id`` is templated, so it can be an operator's output: submit with
@@ -140,8 +141,12 @@ class DatabricksRunSensor(BaseSensorOperator):
         """Leave the run alone: this task only watches it (cancel it with an operator's on_kill)."""
         log.info("Task killed: Databricks run %s goes on (this sensor did not start it)", self.run_id)
 
+    def lineage_host_url(self) -> str:
+        return self._hook().host_url
+
     def _finish(self, context: Context, outcome: Mapping[str, Any]) -> int:
         raise_if_lost(outcome)
+        self.remember_run_outcome(outcome)
         try:
             return report_outcome(context, outcome, push=self.do_xcom_push)
         except DatabricksRunFailed as failure:

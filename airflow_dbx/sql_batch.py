@@ -93,6 +93,9 @@ class DatabricksSqlOperator(_WarehouseTask):
             raise PayloadError("sql", f"has no statement to run: {self.sql!r}")
         return [sql_models.check_statement(piece, "sql") for piece in pieces]
 
+    def lineage_query(self) -> str | None:
+        return ";\n".join(self.statements())
+
     def execute(self, context: Context) -> Any:
         statements = self.statements()
         results = []

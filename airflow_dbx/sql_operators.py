@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator
 
-from airflow_dbx import sql_models
-from airflow_dbx._run_tasks import retry_args_for_trigger
+from airflow_dbx import assets, sql_models
+from airflow_dbx._run_tasks import LineageMixin, retry_args_for_trigger
 from airflow_dbx.compat import AirflowTaskTimeout, conf
 from airflow_dbx.errors import PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
@@ -62,7 +62,7 @@ def airflow_tags(context: Context, tags: Mapping[str, Any] | None, include: bool
     return {**ours, **(tags or {})}
 
 
-class WarehouseTask(BaseOperator):
+class WarehouseTask(LineageMixin, BaseOperator):
     """What every warehouse-bound SQL task takes: where to run (``warehouse_id``, ``http_path``,
     or a warehouse name: ``sql_endpoint_name`` for operators, ``sql_warehouse_name`` for
     sensors, as in the official provider), the catalog and schema, tags, and how to wait."""
@@ -108,6 +108,12 @@ class WarehouseTask(BaseOperator):
         if http_path and is_literal(http_path):
             sql_models.warehouse_id_from_http_path(http_path)
 
+    def lineage_host_url(self) -> str:
+        return sql_hook_for(self).host_url
+
+    def lineage_default_names(self) -> tuple[str | None, str | None]:
+        return self.catalog, self.schema
+
 
 def run_sql(
     task: Any, context: Context, statement: str, parameters: Any = None, limit: int | None = None
@@ -137,10 +143,11 @@ def run_sql(
         ended = hook.run_statement({k: v for k, v in body.items() if v is not None}, watcher)
     except TimeoutError as exc:
         raise AirflowTaskTimeout(str(exc)) from None
+    task.remember(statement_id=ended.statement_id, state=ended.state.state)
     return sql_models.as_dicts(ended.columns, hook.read_rows(ended, limit) if limit != 0 else [])
 
 
-class DatabricksSQLStatementsOperator(BaseOperator):
+class DatabricksSQLStatementsOperator(LineageMixin, BaseOperator):
     """Run one SQL statement on a SQL warehouse (``POST /api/2.0/sql/statements``).
 
     The statement id and its query history link go to XCom before waiting. A retried task
@@ -155,6 +162,9 @@ class DatabricksSQLStatementsOperator(BaseOperator):
     :param parameters: ``[{"name", "value", "type"}]`` (or a ``{name: value}`` mapping).
     :param max_xcom_rows: how many result rows to return, at least 0 (default 100).
     :param disposition: ``INLINE`` (default) or ``EXTERNAL_LINKS`` for large results.
+    :param emit_assets: when the statement succeeds, record an asset event
+        (``databricks://HOST/catalog/schema/table``) for each table it writes, through an asset
+        alias in ``outlets``, so DAGs scheduled on those tables run. Needs the OpenLineage SQL parser.
     """
 
     template_fields: Sequence[str] = (
@@ -184,9 +194,16 @@ class DatabricksSQLStatementsOperator(BaseOperator):
         include_airflow_query_tags: bool = True,
         max_xcom_rows: int = 100,
         disposition: str = "INLINE",
+        emit_assets: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.emit_assets = emit_assets
+        self._asset_alias = assets.alias_name(self.dag_id, self.task_id)
+        if emit_assets:
+            from airflow.sdk import AssetAlias
+
+            self.outlets = [*self.outlets, AssetAlias(self._asset_alias)]
         self.statement = statement
         self.warehouse_id = warehouse_id
         self.catalog = catalog
@@ -216,6 +233,8 @@ class DatabricksSQLStatementsOperator(BaseOperator):
         known = is_literal if literal_only else (lambda value: True)
         if known(self.statement) and not str(self.statement).endswith(tuple(self.template_ext)):
             sql_models.check_statement(self.statement)
+            if self.emit_assets and known(self.catalog) and known(self.schema):
+                assets.written_tables(self.statement, self.catalog, self.schema)
         if known(self.warehouse_id):
             sql_models.check_warehouse_id(self.warehouse_id)
         if known(self.parameters):
@@ -226,6 +245,7 @@ class DatabricksSQLStatementsOperator(BaseOperator):
         hook = sql_hook_for(self)
         statement = self._start(hook, context)
         self.statement_id = statement.statement_id
+        self.remember(statement_id=statement.statement_id)
         history_url = f"{hook.host_url}/sql/history?queryId={statement.statement_id}"
         log.info("Databricks SQL statement %s: %s", statement.statement_id, history_url)
         if self.do_xcom_push:
@@ -250,7 +270,7 @@ class DatabricksSQLStatementsOperator(BaseOperator):
             )
         if not statement.state.is_terminal:
             statement = self._wait(hook, statement.statement_id, end_time)
-        return self._finish(hook, statement)
+        return self._finish(hook, statement, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         self.statement_id = event["statement_id"]
@@ -259,7 +279,8 @@ class DatabricksSQLStatementsOperator(BaseOperator):
                 f"Databricks SQL statement {event['statement_id']} was cancelled: its timeout passed"
             )
         hook = sql_hook_for(self)
-        return self._finish(hook, hook.get_statement(event["statement_id"]))
+        self.remember(statement_id=event["statement_id"])
+        return self._finish(hook, hook.get_statement(event["statement_id"]), context)
 
     def on_kill(self) -> None:
         if self.statement_id is not None:
@@ -309,10 +330,25 @@ class DatabricksSQLStatementsOperator(BaseOperator):
             raise AirflowTaskTimeout(f"Databricks SQL statement {statement_id} was cancelled: its timeout passed")
         return ended
 
-    def _finish(self, hook: DatabricksSqlHook, statement: Statement) -> list[dict[str, Any]]:
+    def lineage_host_url(self) -> str:
+        return sql_hook_for(self).host_url
+
+    def lineage_query(self) -> str | None:
+        return self.statement if isinstance(self.statement, str) else None
+
+    def lineage_default_names(self) -> tuple[str | None, str | None]:
+        return self.catalog, self.schema
+
+    def _finish(self, hook: DatabricksSqlHook, statement: Statement, context: Context) -> list[dict[str, Any]]:
         self.statement_id = None
-        if not statement.state.is_successful:
+        failed = not statement.state.is_successful
+        self.remember(state=statement.state.state, error=statement.report() if failed else None)
+        if failed:
             raise sql_models.DatabricksSqlFailed(statement)
+        if self.emit_assets:
+            written = assets.written_tables(self.statement, self.catalog, self.schema)
+            uris = assets.emit_table_events(context, self._asset_alias, hook.host_url, written)
+            log.info("Asset events for %s", ", ".join(uris))
         rows = hook.read_rows(statement, self.max_xcom_rows) if self.max_xcom_rows else []
         log.info("Databricks SQL statement %s succeeded: %s rows", statement.statement_id, statement.total_row_count)
         return sql_models.as_dicts(statement.columns, rows)

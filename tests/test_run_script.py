@@ -87,23 +87,23 @@ def test_the_demo_needs_the_emulator_extra_only() -> None:
 
 
 def test_the_tests_need_the_test_and_emulator_extras_only_by_default() -> None:
-    assert extras("test") == {"test", "emulator"}
-    assert extras("test", "--", "-k", "browser or deployment") == {"test", "emulator"}
+    assert extras("test") == {"test", "emulator", "openlineage"}
+    assert extras("test", "--", "-k", "browser or deployment") == {"test", "emulator", "openlineage"}
 
 
 @pytest.mark.parametrize(
     ("argv", "environ", "expected"),
     [
-        (["test"], {"AIRFLOW_DBX_BROWSER": "1"}, {"test", "emulator", "browser"}),
-        (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "1"}, {"test", "emulator", "deployment"}),
-        (["test"], {"AIRFLOW_DBX_BROWSER": "0", "AIRFLOW_DBX_DEPLOYMENT": ""}, {"test", "emulator"}),
-        (["test", "--", "tests/deployment", "-x"], {}, {"test", "emulator", "deployment"}),
-        (["test", "tests/deployment/"], {}, {"test", "emulator", "deployment"}),
-        (["test", "--", "tests/browser/test_airflow_ui.py::test_x"], {}, {"test", "emulator", "browser"}),
-        (["test", "--", "tests/deployment", "--deployment"], {}, {"test", "emulator", "deployment"}),
-        (["test", "--", "--deployment"], {}, {"test", "emulator", "deployment"}),
-        (["test", "--", "tests"], {}, {"test", "emulator"}),
-        (["test", "--", "tests/browser_helpers.py"], {}, {"test", "emulator"}),
+        (["test"], {"AIRFLOW_DBX_BROWSER": "1"}, {"test", "emulator", "openlineage", "browser"}),
+        (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "1"}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test"], {"AIRFLOW_DBX_BROWSER": "0", "AIRFLOW_DBX_DEPLOYMENT": ""}, {"test", "emulator", "openlineage"}),
+        (["test", "--", "tests/deployment", "-x"], {}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test", "tests/deployment/"], {}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test", "--", "tests/browser/test_airflow_ui.py::test_x"], {}, {"test", "emulator", "openlineage", "browser"}),
+        (["test", "--", "tests/deployment", "--deployment"], {}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test", "--", "--deployment"], {}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test", "--", "tests"], {}, {"test", "emulator", "openlineage"}),
+        (["test", "--", "tests/browser_helpers.py"], {}, {"test", "emulator", "openlineage"}),
     ],
 )
 def test_optional_suites_bring_their_extras(argv: list[str], environ: dict[str, str], expected: set[str]) -> None:

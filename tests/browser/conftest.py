@@ -70,10 +70,14 @@ class AirflowStack:
     env: dict[str, str]
     emulator: Emulator
 
-    def airflow(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """Run an ``airflow`` command against this stack; fail with its output's tail if it fails."""
+    def airflow(
+        self, *args: str, timeout: float = COMMAND_TIMEOUT, **extra_env: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an ``airflow`` command against this stack (with ``extra_env`` set); fail with its
+        output's tail if it fails."""
         result = subprocess.run(
-            [AIRFLOW, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            [AIRFLOW, *args], env={**self.env, **extra_env}, capture_output=True, text=True, timeout=timeout,
+            check=False,
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, f"airflow {' '.join(args)} exited {result.returncode}:\n{output[-4000:]}"

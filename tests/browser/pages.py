@@ -131,6 +131,12 @@ class AirflowUI:
             lambda d: d.find_elements(By.XPATH, f"//*[normalize-space()={_xpath_str(task_id)}]"),
         )
 
+    def asset(self, asset_id: int, *texts: str) -> None:
+        """An asset's page, once it shows each of ``texts``."""
+        self.open(f"/assets/{asset_id}")
+        for text in texts:
+            self.wait(f"{text!r} on the asset page", lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text)
+
     def extra_link(self, name: str) -> WebElement:
         """The task page's extra link called ``name`` (the UI shows a link once its URL is known)."""
 

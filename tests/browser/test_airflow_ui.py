@@ -139,3 +139,26 @@ def test_connection_test_reports_a_refused_token_without_showing_it(ui: AirflowU
     # Databricks answers an unknown token 403 "Invalid access token." (the emulator: 401).
     assert re.search(r"\bHTTP 40[13]\b", toast.description), toast
     assert wrong_token not in toast.description
+
+
+def test_a_table_written_with_emit_assets_shows_as_an_asset_with_its_event_and_consumer(
+    ui: AirflowUI, airflow_stack: AirflowStack
+) -> None:
+    pytest.importorskip("airflow.providers.openlineage")  # emit_assets reads the SQL with its parser
+    emu = airflow_stack.emulator
+    host = f"127.0.0.1:{emu.port}"
+    env = {"AIRFLOW_CONN_DATABRICKS_DEFAULT": emu.conn_json(), "DATABRICKS_WORKSPACE_HOST": host}
+    airflow_stack.airflow("dags", "reserialize", **env)
+    airflow_stack.airflow("dags", "unpause", "dbx_assets_consumer", **env)
+    airflow_stack.airflow("dags", "test", "dbx_assets_producer", **env)
+
+    uri = f"databricks://{host}/main/shop/region_totals"
+    assets: Any = airflow_stack.api("assets?limit=100")["assets"]
+    (asset,) = [a for a in assets if a["uri"] == uri]
+    assert [ref["dag_id"] for ref in asset["scheduled_dags"]] == ["dbx_assets_consumer"]
+    events: Any = airflow_stack.api(f"assets/events?asset_id={asset['id']}")["asset_events"]
+    assert [(e["source_dag_id"], e["source_task_id"]) for e in events] == [
+        ("dbx_assets_producer", "rebuild_region_totals")
+    ]
+    ui.asset(asset["id"], "region_totals", "dbx_assets_consumer")
+    ui.screenshot(DOCS / "asset-events.png")

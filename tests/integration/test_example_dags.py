@@ -33,7 +33,7 @@ def test_example_parses_without_errors_or_warnings(path: Path) -> None:
 
 
 def test_every_example_dag_is_tested() -> None:
-    assert {path.stem for path in EXAMPLES.glob("*.py")} == {*DAGS, "dbx_sql"}
+    assert {path.stem for path in EXAMPLES.glob("*.py")} == {*DAGS, "dbx_sql", "dbx_assets"}  # dbx_assets: test_lineage.py
 
 
 @pytest.mark.parametrize("deferrable", [False, True], ids=["worker", "deferrable"])
