@@ -541,7 +541,8 @@ def test_row_count() -> None:
 
 def test_unknown_top_level_json_keys_are_passed_through_unchanged(env: Env) -> None:
     env.good_conn()
-    future = {"performance_target": "PERFORMANCE_OPTIMIZED", "budget_policy_id": "bp-1", "x_new": {"n": [1, 2]}}
+    # API fields this package has no name for: they reach Databricks as given.
+    future = {"performance_target": "PERFORMANCE_OPTIMIZED", "budget_policy_id": "bp-1", "usage_policy_id": "up-1"}
     op = submit(json={"notebook_task": QUICK_NOTEBOOK, "existing_cluster_id": CLUSTER, **future})
     payload = op.build_payload(DatabricksHook())
     assert {k: payload[k] for k in future} == future
@@ -557,6 +558,14 @@ def test_unknown_top_level_json_keys_are_passed_through_unchanged(env: Env) -> N
         run_id = execute(op)
     assert {k: sent[0][k] for k in future} == future
     assert models.RunState.from_dict(env.emu.run(run_id)).is_successful()
+
+
+def test_a_key_the_api_does_not_know_reaches_it_and_its_refusal_names_the_key(env: Env) -> None:
+    env.good_conn()
+    op = submit(json={"notebook_task": QUICK_NOTEBOOK, "existing_cluster_id": CLUSTER, "x_new": {"n": [1, 2]}})
+    with pytest.raises(errors.DatabricksApiError, match=r"HTTP 400 MALFORMED_REQUEST: .*unknown field 'x_new'"):
+        execute(op)
+    assert env.emu.runs() == []
 
 
 def test_neither_cluster_spec_is_serverless_and_accepted(env: Env) -> None:
