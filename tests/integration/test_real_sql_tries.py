@@ -25,7 +25,9 @@ pytest.importorskip("sqlglot")
 
 DAG_ID = "dbx_sql_tries"
 REFUSED = {"error_code": "PERMISSION_DENIED", "message": "the token lost its grant"}
-SLOW = {"emulator_duration": "60"}  # 6 s at the test emulator's time scale
+# 15 s at the test emulator's time scale: longer than the 10 s an execute request waits, so the
+# statement is still running when its task first reads its status.
+SLOW = {"emulator_duration": "150"}
 
 
 def dag_file(folder: Path, task: str) -> None:
@@ -62,12 +64,12 @@ def records(emulator: Any) -> list[dict[str, Any]]:
 
 
 def when_running(emulator: Any, sql: str, act: Callable[[str], None]) -> threading.Thread:
-    """Call ``act(statement_id)`` once the statement ``sql`` is RUNNING in the emulator (bounded wait)."""
+    """Call ``act(statement_id)`` once the statement ``sql`` was submitted and has not ended (bounded wait)."""
 
     def watch() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            found = [r for r in records(emulator) if r["sql"] == sql and r["state"] == "RUNNING"]
+            found = [r for r in records(emulator) if r["sql"] == sql and r["state"] in ("PENDING", "RUNNING")]
             if found:
                 act(found[0]["id"])
                 return
@@ -95,6 +97,7 @@ def test_a_script_retried_after_a_later_statement_failed_does_not_run_the_first_
                            lambda _: emulator.fail_next("POST", "sql/statements", status=403, body=REFUSED))
     output = dags_test(folder)
     watcher.join(timeout=5)
+    assert emulator.counters["faults"].get("status") == 1, "the refusal never reached the task"
     seen = records(emulator)
     assert [(r["sql"], r["executions"], r["state"]) for r in seen if r["sql"].startswith("INSERT")] == [
         ("INSERT INTO t VALUES (1)", 1, "SUCCEEDED")
@@ -124,6 +127,7 @@ def test_a_statement_still_running_when_its_try_failed_is_reattached(
         "GET", f"sql/statements/{sid}", status=403, body=REFUSED))
     output = dags_test(folder)
     watcher.join(timeout=5)
+    assert emulator.counters["faults"].get("status") == 1, "the refusal never reached the task"
     inserts = [r for r in records(emulator) if r["sql"].startswith("INSERT")]
     assert [(r["executions"], r["cancels"], r["state"]) for r in inserts] == [(1, 0, "SUCCEEDED")], inserts
     assert "Reattaching to Databricks SQL statement" in output  # logged by a later try only
