@@ -41,12 +41,15 @@ REFUSED = {
     "create-parameter-default-missing": (
         "jobs/create", job(parameters=[{"name": "day"}]), "INVALID_PARAMETER_VALUE",
         "Missing required field: parameters[0].default"),
-    "submit-unknown-top-level": (
-        "jobs/runs/submit", {"run_name": "r", "tasks": [task("a")], "job_clusters": [CLUSTER]},
-        "MALFORMED_REQUEST", "unknown field 'job_clusters'"),
-    "submit-job-cluster-key-in-a-task": (
-        "jobs/runs/submit", {"run_name": "r", "tasks": [shared_task()]}, "MALFORMED_REQUEST",
-        "'tasks[0].job_cluster_key'"),
+    "submit-a-job-setting": (
+        "jobs/runs/submit", {"run_name": "r", "tasks": [task("a")], "schedule": {"quartz_cron_expression": "0 0 * * * ?"}},
+        "MALFORMED_REQUEST", "unknown field 'schedule'"),
+    "submit-unknown-task-field": (
+        "jobs/runs/submit", {"run_name": "r", "tasks": [{**task("a"), "retries": 2}]}, "MALFORMED_REQUEST",
+        "'tasks[0].retries'"),
+    "submit-unknown-dependency-field": (
+        "jobs/runs/submit", {"run_name": "r", "tasks": [task("a"), {**task("b"), "depends_on": [{"key": "a"}]}]},
+        "MALFORMED_REQUEST", "'tasks[1].depends_on[0].key'"),
     "submit-single-task-unknown-field": (
         "jobs/runs/submit", {"run_name": "r", "existing_cluster_id": "c", "notebook_task": {"notebook_path": "/nb"},
                              "retries": 2}, "MALFORMED_REQUEST", "unknown field 'retries'"),
