@@ -103,7 +103,7 @@ class DatabricksSqlOperator(_WarehouseTask):
             last = number == len(statements)
             limit = None if last and self.output_path else self.max_xcom_rows
             log.info("Statement %s of %s", number, len(statements))
-            results.append(run_sql(self, context, statement, self.parameters, limit))
+            results.append(run_sql(self, context, statement, self.parameters, limit, once_as=(number, statement)))
         if self.output_path:
             self._write(results[-1])
             results[-1] = results[-1][: self.max_xcom_rows]
@@ -231,6 +231,7 @@ class DatabricksCopyIntoOperator(_WarehouseTask):
         return copy_into_sql(table, self.file_location, self.file_format, clauses)
 
     def execute(self, context: Context) -> Any:
-        rows = run_sql(self, context, self.statement(), limit=1)
+        statement = self.statement()
+        rows = run_sql(self, context, statement, limit=1, once_as=(statement,))
         log.info("COPY INTO %s: %s", self.table_name, rows[0] if rows else "no result")
         return rows[0] if rows else {}

@@ -123,16 +123,17 @@ class DatabricksSqlHook(DatabricksHook):
         """Query history entries whose text contains ``marker``, newest first."""
         return self._api.run(self._history(marker, warehouse_id, since_ms))
 
-    def run_statement(self, body: Mapping[str, Any], watcher: Watcher) -> Statement:
-        """Execute, then wait in this process until the statement ends; past ``watcher``'s
-        deadline it is cancelled and :class:`TimeoutError` raised. Raises DatabricksSqlFailed
-        when it did not succeed."""
-        statement = self.execute_statement(body)
+    def see_through(self, statement: Statement, watcher: Watcher, *, leave_on_api_error: bool = False) -> Statement:
+        """Wait in this process until a started statement ends; past ``watcher``'s deadline it
+        is cancelled and :class:`TimeoutError` raised. Raises DatabricksSqlFailed when it did
+        not succeed. ``leave_on_api_error``: an API error leaves the statement running (for
+        the task's next try to reattach to) instead of cancelling it."""
         if not statement.state.is_terminal:
             try:
                 ended = self.wait_for_statement(statement.statement_id, watcher)
-            except BaseException:  # the task's execution_timeout, a kill: the statement must not go on
-                self.cancel_statement(statement.statement_id)
+            except BaseException as exc:  # the task's execution_timeout, a kill: the statement must not go on
+                if not (leave_on_api_error and isinstance(exc, DatabricksApiError)):
+                    self.cancel_statement(statement.statement_id)
                 raise
             if ended is None:
                 self.cancel_statement(statement.statement_id)

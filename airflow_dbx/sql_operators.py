@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 
 from airflow_dbx import assets, sql_models
-from airflow_dbx._run_tasks import LineageMixin, retry_args_for_trigger
+from airflow_dbx._run_tasks import LineageMixin, another_try_will_come, retry_args_for_trigger
 from airflow_dbx.compat import AirflowTaskTimeout, conf
-from airflow_dbx.errors import PayloadError
+from airflow_dbx.errors import DatabricksApiError, PayloadError
 from airflow_dbx.models import DEFAULT_CONN_ID
-from airflow_dbx.payloads import check_positive, derive_idempotency_token, is_literal
+from airflow_dbx.payloads import check_positive, check_retry_args, derive_idempotency_token, is_literal
 from airflow_dbx.sql_models import marked
 from airflow_dbx.trigger import DatabricksSQLStatementExecutionTrigger
 from airflow_dbx.waiting import Watcher
@@ -50,10 +50,15 @@ def sql_hook_for(task: Any) -> DatabricksSqlHook:
 
 
 def check_common(task: Any) -> None:
-    """Checks every SQL task's retry and polling settings at parse time."""
+    """Checks every SQL task's retry and polling settings at parse time; a deferrable task's
+    ``databricks_retry_args`` must also have the JSON form its trigger carries."""
     check_positive("polling_period_seconds", task.polling_period_seconds)
     check_positive("databricks_retry_limit", task.databricks_retry_limit, integer=True)
     check_positive("databricks_retry_delay", task.databricks_retry_delay)
+    if task.databricks_retry_args is not None:
+        check_retry_args(task.databricks_retry_args, "databricks_retry_args")
+        if getattr(task, "deferrable", False):
+            retry_args_for_trigger(task.databricks_retry_args)  # refused now, not in the triggerer
 
 
 def airflow_tags(context: Context, tags: Mapping[str, Any] | None, include: bool) -> dict[str, Any]:
@@ -115,20 +120,52 @@ class WarehouseTask(LineageMixin, BaseOperator):
         return self.catalog, self.schema
 
 
+def try_marker(context: Context, *parts: object) -> str:
+    """The marker of a task's statement: the same in every try of the task instance."""
+    ti = context["ti"]
+    return derive_idempotency_token(ti.dag_id, ti.task_id, ti.run_id, ti.map_index, *parts)
+
+
+def start_once(hook: DatabricksSqlHook, context: Context, body: Mapping[str, Any]) -> Statement:
+    """Start the statement of ``body`` (its text marked by :func:`try_marker`), or, in a later
+    try, reattach to the earlier try's statement with that marker while it is running or
+    succeeded, instead of running the SQL twice."""
+    ti = context["ti"]
+    marker = sql_models.marker_of(str(body["statement"]))
+    if ti.try_number > 1 and marker:
+        started = getattr(context.get("dag_run"), "start_date", None)
+        since_ms = int((started.timestamp() if started else time.time() - 86_400) * 1000)
+        for earlier in hook.find_statements(marker, str(body["warehouse_id"]), since_ms)[:1]:
+            if earlier.get("status") in ACTIVE_HISTORY:
+                log.info("Reattaching to Databricks SQL statement %s of an earlier try", earlier["query_id"])
+                return hook.get_statement(str(earlier["query_id"]))
+    return hook.execute_statement(body)
+
+
 def run_sql(
-    task: Any, context: Context, statement: str, parameters: Any = None, limit: int | None = None
+    task: Any,
+    context: Context,
+    statement: str,
+    parameters: Any = None,
+    limit: int | None = None,
+    *,
+    once_as: tuple[object, ...] | None = None,
 ) -> list[dict[str, Any]]:
     """Run one statement of a warehouse-bound task (``DatabricksSqlOperator``, the SQL sensors,
     ``DatabricksCopyIntoOperator``) in the worker: its rows as dicts, at most ``limit``.
 
     The task names its warehouse by ``warehouse_id``, ``http_path`` or the name in the
     attribute ``warehouse_name_field`` names; it has the hook, polling and tag arguments.
+    With ``once_as`` (what tells this statement from the task's others), a later try
+    reattaches to this statement (:func:`start_once`); without, every call runs it anew, as a
+    sensor's pokes must.
     """
     hook = sql_hook_for(task)
     name_field = task.warehouse_name_field
     warehouse_id = hook.resolve_warehouse(task.warehouse_id, task.http_path, getattr(task, name_field), name_field)
     tags = airflow_tags(context, task.query_tags, task.include_airflow_query_tags)
-    marker = derive_idempotency_token(uuid.uuid4().hex)  # only to find a lost request's statement
+    # The marker also finds a lost request's statement in the query history.
+    marker = try_marker(context, *once_as) if once_as is not None else derive_idempotency_token(uuid.uuid4().hex)
     body = {
         "statement": marked(sql_models.check_statement(statement, "sql"), marker),
         "warehouse_id": warehouse_id,
@@ -138,9 +175,12 @@ def run_sql(
         "wait_timeout": WAIT_TIMEOUT,
         "query_tags": sql_models.query_tag_list(tags) or None,
     }
+    body = {k: v for k, v in body.items() if v is not None}
+    started = start_once(hook, context, body) if once_as is not None else hook.execute_statement(body)
     watcher = Watcher(task.polling_period_seconds, deadline=time.time() + task.timeout)
+    leave = once_as is not None and another_try_will_come(task, context["ti"])
     try:
-        ended = hook.run_statement({k: v for k, v in body.items() if v is not None}, watcher)
+        ended = hook.see_through(started, watcher, leave_on_api_error=leave)
     except TimeoutError as exc:
         raise AirflowTaskTimeout(str(exc)) from None
     task.remember(statement_id=ended.statement_id, state=ended.state.state)
@@ -269,7 +309,13 @@ class DatabricksSQLStatementsOperator(LineageMixin, BaseOperator):
                 method_name="execute_complete",
             )
         if not statement.state.is_terminal:
-            statement = self._wait(hook, statement.statement_id, end_time)
+            try:
+                statement = self._wait(hook, statement.statement_id, end_time)
+            except DatabricksApiError:
+                if not another_try_will_come(self, context["ti"]):
+                    log.warning("The task failed with no try left: cancelling statement %s", statement.statement_id)
+                    hook.cancel_statement(statement.statement_id)
+                raise
         return self._finish(hook, statement, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
@@ -304,18 +350,7 @@ class DatabricksSQLStatementsOperator(LineageMixin, BaseOperator):
         return {key: value for key, value in body.items() if value is not None}
 
     def _start(self, hook: DatabricksSqlHook, context: Context) -> Statement:
-        """This try's statement: an earlier try's still running or succeeded one, or a new one."""
-        ti = context["ti"]
-        marker = derive_idempotency_token(ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
-        if ti.try_number > 1:
-            dag_run = context.get("dag_run")
-            started = getattr(dag_run, "start_date", None)
-            since_ms = int((started.timestamp() if started else time.time() - 86_400) * 1000)
-            for earlier in hook.find_statements(marker, self.warehouse_id, since_ms)[:1]:
-                if earlier.get("status") in ACTIVE_HISTORY:
-                    log.info("Reattaching to Databricks SQL statement %s of an earlier try", earlier["query_id"])
-                    return hook.get_statement(str(earlier["query_id"]))
-        return hook.execute_statement(self._body(context, marker))
+        return start_once(hook, context, self._body(context, try_marker(context)))
 
     def _wait(self, hook: DatabricksSqlHook, statement_id: str, end_time: float) -> Statement:
         watcher = Watcher(self.polling_period_seconds, deadline=end_time)

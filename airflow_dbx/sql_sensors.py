@@ -12,7 +12,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow_dbx import sql_models
 from airflow_dbx.errors import PayloadError
 from airflow_dbx.payloads import is_literal
-from airflow_dbx.sql_operators import WarehouseTask, run_sql, sql_hook_for
+from airflow_dbx.sql_operators import WarehouseTask, airflow_tags, run_sql, sql_hook_for, start_once, try_marker
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -112,7 +112,8 @@ class DatabricksPartitionSensor(_WarehouseSensor):
 
 class DatabricksSQLStatementsSensor(_WarehouseSensor):
     """Wait for a SQL statement to end: the one ``statement_id`` names (started elsewhere; never
-    cancelled here), or ``statement`` started by this sensor. Fails when it did not succeed."""
+    cancelled here), or ``statement`` started by this sensor (a later try reattaches to it while
+    it is running or succeeded). Fails when the statement did not succeed."""
 
     template_fields: Sequence[str] = ("statement", "statement_id", "warehouse_id", "databricks_conn_id")
 
@@ -137,13 +138,16 @@ class DatabricksSQLStatementsSensor(_WarehouseSensor):
     def execute(self, context: Context) -> Any:
         if self.statement is not None and self.statement_id is None:
             hook = sql_hook_for(self)
+            tags = airflow_tags(context, self.query_tags, self.include_airflow_query_tags)
             body = {
-                "statement": sql_models.check_statement(self.statement),
+                "statement": sql_models.marked(sql_models.check_statement(self.statement), try_marker(context)),
                 "warehouse_id": sql_models.check_warehouse_id(self.warehouse_id),
                 "parameters": sql_models.normalise_parameters(self.parameters) or None,
                 "wait_timeout": "0s",
+                "query_tags": sql_models.query_tag_list(tags) or None,
             }
-            self.statement_id = hook.execute_statement({k: v for k, v in body.items() if v is not None}).statement_id
+            started = start_once(hook, context, {k: v for k, v in body.items() if v is not None})
+            self.statement_id = started.statement_id
             context["ti"].xcom_push(key="statement_id", value=self.statement_id)
         return super().execute(context)
 

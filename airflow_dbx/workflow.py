@@ -9,6 +9,7 @@ try of a failed task repairs that task in the same run.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import TaskGroup
@@ -26,6 +27,9 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_dbx.hook import DatabricksHook
+    from airflow_dbx.models import Run
+
+log = logging.getLogger("airflow_dbx.operators")
 
 LAUNCHER_ID = "launch"
 # Airflow trigger rules with a Databricks run_if of the same meaning.
@@ -82,6 +86,18 @@ class _CreateDatabricksWorkflowOperator(DatabricksRunOperatorBase):
 
     def post(self, hook: DatabricksHook, payload: dict[str, Any]) -> int:
         return hook.run_now(payload)
+
+    def _start(self, hook: DatabricksHook, payload: dict[str, Any], context: Context) -> Run:
+        """The DAG run's one job run. A later try reattaches to it in whatever state: the
+        group's tasks answer for its outcome (and repair what failed), so a failed task run
+        never makes the launcher start a second job run."""
+        ti = context["ti"]
+        chain = (ti.dag_id, ti.task_id, ti.run_id, ti.map_index)
+        token = payloads.derive_idempotency_token(*chain, base=payload.get("idempotency_token"))
+        run = hook.get_run(self._post(hook, {**payload, "idempotency_token": token}))
+        if ti.try_number > 1:
+            log.info("Reattaching to Databricks run %s, started by an earlier try", run.run_id)
+        return run
 
     def execute(self, context: Context) -> dict[str, Any]:  # type: ignore[override]  # the official launcher's return value
         run_id = super().execute(context)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, fetch, percentile, runs_get_count
-from providers import ConnectionCounter, LagTicker, make_trigger
+from common import emit, fetch, percentile, poll_count
+from providers import ConnectionCounter, LagTicker, make_sql_trigger, make_trigger
 
 
 def cpu_seconds() -> float:
@@ -62,7 +62,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     idle_cpu_per_s = (cpu_seconds() - cpu0) / args.idle
 
     waiting_since = time.time() - args.waited if args.waited else None
-    triggers = [make_trigger(args.provider, run_id, args.period, waiting_since=waiting_since) for run_id in run_ids]
+    if args.kind == "sql":  # the ids are of statements that stay RUNNING
+        triggers = [make_sql_trigger(args.provider, str(sid), args.period) for sid in run_ids]
+    else:
+        triggers = [make_trigger(args.provider, run_id, args.period, waiting_since=waiting_since) for run_id in run_ids]
     rss_before = status_kib("VmRSS")
     failures: list[str] = []
     started = time.monotonic()
@@ -90,7 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     ticker_task.cancel()
     _done, pending = await asyncio.wait([*tasks, ticker_task], timeout=args.cancel_timeout)
     window = wall1 - wall0
-    polls = runs_get_count(counters1) - runs_get_count(counters0)
+    polls = poll_count(counters1, args.kind) - poll_count(counters0, args.kind)
     cpu = cpu1 - cpu0
     lag = ticker.samples
     return {
@@ -128,12 +131,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, required=True)
     parser.add_argument("--period", type=float, required=True)
     parser.add_argument("--emulator", required=True, help="emulator base URL")
-    parser.add_argument("--run-ids", required=True, help="JSON file with the ids of runs that stay RUNNING")
+    parser.add_argument("--run-ids", required=True, help="JSON file: ids of runs (or statements) that stay RUNNING")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--window", type=float, default=20.0)
     parser.add_argument("--idle", type=float, default=1.0, help="seconds of ticker alone, for its CPU cost")
     parser.add_argument("--waited", type=float, default=0.0, help="ours: seconds the runs have been waited on already")
     parser.add_argument("--cancel-timeout", type=float, default=30.0)
+    parser.add_argument("--kind", choices=["run", "sql"], default="run", help="run triggers or SQL statement triggers")
     return parser.parse_args(argv)
 
 

@@ -143,6 +143,17 @@ def runs_get_count(counters: dict[str, Any]) -> int:
     return int(counters.get("requests", {}).get("GET jobs/runs/get", 0))
 
 
+def poll_count(counters: dict[str, Any], kind: str = "run") -> int:
+    """The status reads the emulator answered: runs/get, or a statement's GET for ``kind="sql"``."""
+    if kind == "run":
+        return runs_get_count(counters)
+    # The emulator counts each statement's path apart: GET sql/statements/<id>.
+    return sum(
+        int(count) for key, count in counters.get("requests", {}).items()
+        if key.startswith("GET sql/statements/") and "/result" not in key
+    )
+
+
 def total_requests(counters: dict[str, Any]) -> int:
     return int(sum(counters.get("requests", {}).values()))
 

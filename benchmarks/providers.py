@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from typing import Any
 
 from common import CONN_ID
@@ -33,6 +34,19 @@ def make_trigger(
     from airflow.providers.databricks.triggers.databricks import DatabricksExecutionTrigger
 
     return DatabricksExecutionTrigger(run_id=run_id, databricks_conn_id=conn_id, polling_period_seconds=period)
+
+
+def make_sql_trigger(provider: str, statement_id: str, period: float, *, conn_id: str = CONN_ID) -> Any:
+    """Each provider's SQL statement trigger, as its deferrable statements operator builds it."""
+    if provider == "ours":
+        from airflow_dbx.trigger import DatabricksSQLStatementExecutionTrigger
+    else:
+        from airflow.providers.databricks.triggers.databricks import DatabricksSQLStatementExecutionTrigger
+
+    return DatabricksSQLStatementExecutionTrigger(
+        statement_id=statement_id, databricks_conn_id=conn_id, polling_period_seconds=period,
+        end_time=time.time() + 24 * 3600,
+    )
 
 
 # ---------------------------------------------------------------------- instrumentation

@@ -139,7 +139,7 @@ def collapse_profile(raw: str, limit: int = 25) -> dict[str, Any]:
 
 def load(out: Path) -> dict[str, Any]:
     data = {}
-    for name in ("meta", "parse", "triggerer", "latency", "requests", "profile"):
+    for name in ("meta", "parse", "triggerer", "latency", "requests", "profile", "sql"):
         path = out / f"{name}.json"
         if path.exists():
             data[name] = json.loads(path.read_text())
@@ -233,7 +233,7 @@ def write(out: Path, results: Path, plot_python: str | None = None) -> None:
     if analysis.exists():
         lines += [analysis.read_text().rstrip(), ""]
     lines += section_parse(data) + section_triggerer(data) + section_latency(data) + section_requests(data)
-    lines += section_profile(data) + section_method()
+    lines += section_sql(data) + section_profile(data) + section_method()
     pngs = plots(out, results.parent, plot_python)
     if pngs:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in pngs] + [""]
@@ -343,6 +343,47 @@ def section_requests(data: dict[str, Any]) -> list[str]:
         known = [s for s in g if s.get("succeeded") is not None]
         ok = f"{sum(bool(s['succeeded']) for s in known)}/{len(known)}" if known else "not recorded"
         lines.append(f"| {p} | {mode} | {cell([s['requests'] for s in g], 0)} | {detail} | {ok} |")
+    return [*lines, ""]
+
+
+def section_sql(data: dict[str, Any]) -> list[str]:
+    section = data.get("sql", {})
+    samples, triggers = section.get("samples", []), section.get("triggerer", [])
+    if not samples and not triggers:
+        return []
+    lines = ["## 5. SQL: install footprint, import cost, statement triggers", "",
+             "Footprint: MB on disk of the distributions a provider adds to a bare Airflow (its requirements, "
+             "transitively, that Airflow does not require; the official provider's include its SQL "
+             "dependencies). Import: `-X importtime` of the SQL operators' module over `airflow.sdk`, fresh "
+             "processes. Triggerer: N statements RUNNING on one emulator, one statement trigger each in one "
+             "asyncio process, one run; CPU per poll = the process's CPU time in the window / statement status "
+             "reads the emulator answered in it.", "",
+             "| provider | MB added (distributions) | heaviest added | SQL module import ms (modules) |",
+             "| --- | --- | --- | --- |"]
+    groups = by(samples, "provider")
+    for p in PROVIDERS:
+        g = groups.get((p,), [])
+        if not g:
+            continue
+        first = next((s for s in g if "added_mb" in s), {})
+        heavy = ", ".join(f"{h['name']} {h['mb']:g}" for h in first.get("heaviest", [])[:4]) or "-"
+        lines.append(f"| {p} | {fmt(first.get('added_mb'), 1)} ({first.get('added_distributions', '-')}) | {heavy} | "
+                     f"{cell([s.get('import_ms') for s in g], 0)} ({cell([s.get('import_modules') for s in g], 0)}) |")
+    if triggers:
+        lines += ["", "| N | provider | CPU ms/poll | polls/s achieved / offered | connections opened | "
+                  "lag p99 ms | peak RSS MiB | failures |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for s in sorted(triggers, key=lambda s: PROVIDERS.index(s["provider"])):
+            if "error" in s:
+                lines.append(f"| {s['n']:,} | {s['provider']} | {s['error']} | | | | | |")
+                continue
+            lines.append(
+                f"| {s['n']:,} | {s['provider']} | {fmt(s.get('cpu_ms_per_poll'), 3)} | "
+                f"{fmt(s.get('polls_per_s'), 0)} / {fmt(s.get('offered_per_s'), 0)} | "
+                f"{s.get('connections_opened_total')} | {fmt(s.get('lag_ms_p99'), 1)} | "
+                f"{fmt(s.get('rss_peak_mib'), 0)} | {s.get('failures')} |")
+    reading = HERE / "SQL.md"
+    if reading.exists():
+        lines += ["", reading.read_text().rstrip()]
     return [*lines, ""]
 
 

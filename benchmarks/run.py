@@ -2,7 +2,7 @@
 """airflow-dbx next to the official Databricks provider: every benchmark, one command.
 
     python3 benchmarks/run.py                    # everything; writes benchmarks/RESULTS.md + PNGs
-    python3 benchmarks/run.py --only triggerer   # one section (parse, triggerer, latency, requests, profile)
+    python3 benchmarks/run.py --only triggerer   # one section (parse, triggerer, latency, requests, profile, sql)
     python3 benchmarks/run.py --quick --providers ours   # the smoke run the tests use
 
 Sets up what it needs: our package's environment (the interpreter running this script if it
@@ -46,7 +46,7 @@ from common import (
 
 OFFICIAL_VENV = HERE / ".venv-official"
 OFFICIAL_PACKAGES = ("apache-airflow-providers-databricks", "matplotlib", "py-spy")
-SECTIONS = ("parse", "triggerer", "latency", "requests", "profile")
+SECTIONS = ("parse", "triggerer", "latency", "requests", "profile", "sql")
 OPERATORS_MODULE = {"ours": "airflow_dbx.operators", "official": "airflow.providers.databricks.operators.databricks"}
 
 
@@ -243,16 +243,17 @@ def bench_triggerer(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 def trigger_sample(ctx: dict[str, Any], emu: EmulatorProcess, ids_file: Path, provider: str,
-                   config: dict[str, Any], rep: int, profile: Path | None = None) -> dict[str, Any]:
-    name = f"triggerer-{provider}-n{config['n']}-p{int(config['period'])}-r{rep}"
+                   config: dict[str, Any], rep: int, profile: Path | None = None, kind: str = "run") -> dict[str, Any]:
+    """One triggerer worker's figures; ``kind="sql"``: SQL statement triggers on the statements in ``ids_file``."""
+    name = f"triggerer-{kind}-{provider}-n{config['n']}-p{int(config['period'])}-r{rep}"
     command = [
         ctx["python"][provider], "bench_triggerer.py", "--provider", provider, "--n", str(config["n"]),
         "--period", str(config["period"]), "--emulator", emu.url, "--run-ids", str(ids_file),
         "--warmup", str(config["warmup"]), "--window", str(config["window"]), "--waited", str(config["waited"]),
-        "--idle", str(config.get("idle", 1.0)),
+        "--idle", str(config.get("idle", 1.0)), "--kind", kind,
     ]
     worker = Worker(command, worker_env(provider, emu.url, ctx["out"] / f"home-{provider}"),
-                    ctx["out"] / "triggerer" / f"{name}.log")
+                    ids_file.parent / f"{name}.log")
     budget = 120 + config["warmup"] + config["window"]
     sample: dict[str, Any] = {"provider": provider, "rep": rep, **config}
     spy = None
@@ -372,12 +373,19 @@ def bench_profile(ctx: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def bench_sql_section(ctx: dict[str, Any]) -> dict[str, Any]:
+    import bench_sql  # it imports this module's worker helpers
+
+    return bench_sql.section(ctx)
+
+
 RUNNERS = {
     "parse": bench_parse,
     "triggerer": bench_triggerer,
     "latency": bench_latency,
     "requests": bench_requests_section,
     "profile": bench_profile,
+    "sql": bench_sql_section,
 }
 
 

@@ -24,7 +24,9 @@ from airflow_dbx.operators import (
     DatabricksCreateJobsOperator,
     DatabricksNotebookOperator,
     DatabricksRunNowOperator,
+    DatabricksSqlOperator,
     DatabricksSQLStatementsOperator,
+    DatabricksStartWarehouseOperator,
     DatabricksSubmitRunOperator,
     DatabricksWorkflowTaskGroup,
 )
@@ -420,6 +422,20 @@ ROWS = [
     row("sql-copy-into-unknown-file-format",
         lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="t", file_location="s3://b/x", file_format="XLSX"),
         "file_format: must be one of CSV, JSON, PARQUET, AVRO, ORC, TEXT, BINARYFILE, got 'XLSX'", at="parse"),
+    row("sql-statement-retry-args-lambda-deferrable",
+        lambda env: sql_statement(deferrable=True, databricks_retry_args={"before_sleep": lambda state: None}),
+        "databricks_retry_args['before_sleep']: <function <lambda>", at="parse"),
+    row("sql-statement-retry-args-unknown-key",
+        lambda env: sql_statement(databricks_retry_args={"attempts": 2}),
+        "databricks_retry_args: 'attempts' not tenacity.Retrying arguments", at="parse"),
+    row("sql-operator-retry-args-not-a-dict",
+        lambda env: DatabricksSqlOperator(task_id="s", sql="SELECT 1", warehouse_id="w1",
+                                          databricks_retry_args=["stop_after_attempt", 2]),
+        "databricks_retry_args: must be a dict of tenacity.Retrying arguments, got list", at="parse"),
+    row("sql-warehouse-retry-args-lambda-deferrable",
+        lambda env: DatabricksStartWarehouseOperator(task_id="w", warehouse_id="w1", deferrable=True,
+                                                     databricks_retry_args={"retry": lambda state: True}),
+        "databricks_retry_args['retry']: <function <lambda>", at="parse"),
     row("sql-copy-into-table-name-not-an-identifier",
         lambda env: DatabricksCopyIntoOperator(task_id="c", table_name="1x", file_location="s3://b/x", file_format="CSV"),
         "table_name: must be [catalog.][schema.]table", at="parse"),
@@ -525,7 +541,8 @@ def test_row_count() -> None:
 
 def test_unknown_top_level_json_keys_are_passed_through_unchanged(env: Env) -> None:
     env.good_conn()
-    future = {"performance_target": "PERFORMANCE_OPTIMIZED", "budget_policy_id": "bp-1", "x_new": {"n": [1, 2]}}
+    # API fields this package has no name for: they reach Databricks as given.
+    future = {"performance_target": "PERFORMANCE_OPTIMIZED", "budget_policy_id": "bp-1", "usage_policy_id": "up-1"}
     op = submit(json={"notebook_task": QUICK_NOTEBOOK, "existing_cluster_id": CLUSTER, **future})
     payload = op.build_payload(DatabricksHook())
     assert {k: payload[k] for k in future} == future
@@ -541,6 +558,14 @@ def test_unknown_top_level_json_keys_are_passed_through_unchanged(env: Env) -> N
         run_id = execute(op)
     assert {k: sent[0][k] for k in future} == future
     assert models.RunState.from_dict(env.emu.run(run_id)).is_successful()
+
+
+def test_a_key_the_api_does_not_know_reaches_it_and_its_refusal_names_the_key(env: Env) -> None:
+    env.good_conn()
+    op = submit(json={"notebook_task": QUICK_NOTEBOOK, "existing_cluster_id": CLUSTER, "x_new": {"n": [1, 2]}})
+    with pytest.raises(errors.DatabricksApiError, match=r"HTTP 400 MALFORMED_REQUEST: .*unknown field 'x_new'"):
+        execute(op)
+    assert env.emu.runs() == []
 
 
 def test_neither_cluster_spec_is_serverless_and_accepted(env: Env) -> None:

@@ -44,3 +44,30 @@ def test_quick_run_measures_triggers_and_writes_a_report(tmp_path: Path) -> None
     assert "## 1. DAG parse cost" in report
     assert "## 2. Triggerer" in report
     assert "| 5 | 1 s | ours |" in report
+
+
+def test_quick_sql_section_measures_footprint_import_and_statement_triggers(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    command = [
+        sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--providers", "ours", "--only", "sql",
+        "--ours-python", sys.executable, "--out", str(tmp_path / "out"), "--results", str(results),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    sql = json.loads((tmp_path / "out" / "sql.json").read_text())
+    (sample,) = sql["samples"]
+    assert sample["distribution"] == "airflow-dbx"
+    assert "airflow-dbx" in sample["added_names"]
+    assert "apache-airflow-core" not in sample["added_names"]
+    assert sample["added_mb"] > 0
+    assert sample["import_ms"] > 0
+    assert sample["import_modules"] > 0
+    (run,) = sql["triggerer"]
+    assert "error" not in run, run
+    assert run["n"] == 5
+    assert run["failures"] == 0, run["first_failures"]
+    assert run["polls"] > 0  # statement status reads the emulator answered
+    assert run["cpu_ms_per_poll"] > 0
+    assert run["tasks_not_cancelled"] == 0
+    assert "## 5. SQL" in results.read_text()

@@ -76,7 +76,7 @@ def test_cancel_run(emulator_conn, call) -> None:
 def test_run_now_cancel_all_and_list_runs(emulator_conn) -> None:
     hook = DatabricksHook()
     # Three concurrent runs of one job: Databricks allows one unless max_concurrent_runs says more.
-    job_id = emulator_conn.create_job({"name": "nightly", "max_concurrent_runs": 3, **notebook_run(emulator_duration="100")})
+    job_id = emulator_conn.create_job({"name": "nightly", "max_concurrent_runs": 3, "tasks": notebook_run(emulator_duration="100")["tasks"]})
     run_ids = [hook.run_now({"job_id": job_id}) for _ in range(3)]
     other = hook.submit_run(notebook_run(emulator_duration="100"))
     listed = hook.list_runs(job_id=job_id, active_only=True)
@@ -98,7 +98,7 @@ def test_list_runs_follows_pages(emulator_conn) -> None:
 
 def test_repair_run(emulator_conn) -> None:
     hook = DatabricksHook()
-    job_id = emulator_conn.create_job({"name": "repairable", **notebook_run(emulator_fail_attempts="1", emulator_duration="1")})
+    job_id = emulator_conn.create_job({"name": "repairable", "tasks": notebook_run(emulator_fail_attempts="1", emulator_duration="1")["tasks"]})
     failed = hook.run_now({"job_id": job_id})
     assert wait_until_terminal(hook, failed).result_state == "FAILED"
     repair_id = hook.repair_run({"run_id": failed, "rerun_all_failed_tasks": True})
@@ -109,14 +109,14 @@ def test_repair_run(emulator_conn) -> None:
 
 def test_find_job_id_by_name(emulator_conn) -> None:
     hook = DatabricksHook()
-    wanted = emulator_conn.create_job({"name": "etl", **notebook_run()})
+    wanted = emulator_conn.create_job({"name": "etl", "tasks": notebook_run()["tasks"]})
     for i in range(3):
-        emulator_conn.create_job({"name": f"other-{i}", **notebook_run()})
+        emulator_conn.create_job({"name": f"other-{i}", "tasks": notebook_run()["tasks"]})
     assert hook.find_job_id_by_name("etl") == wanted
     with pytest.raises(errors.PayloadError, match="no Databricks job is named 'missing'") as info:
         hook.find_job_id_by_name("missing")
     assert info.value.field == "job_name"
-    twin = emulator_conn.create_job({"name": "etl", **notebook_run()})
+    twin = emulator_conn.create_job({"name": "etl", "tasks": notebook_run()["tasks"]})
     with pytest.raises(errors.PayloadError, match=rf"2 Databricks jobs are named 'etl' \(ids \[{wanted}, {twin}\]\)"):
         hook.find_job_id_by_name("etl")
 

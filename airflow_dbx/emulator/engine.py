@@ -12,6 +12,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from airflow_dbx.emulator import fields
 from airflow_dbx.emulator import payloads as p
 from airflow_dbx.emulator.errors import ApiError, invalid, missing
 from airflow_dbx.emulator.jobs import Jobs
@@ -106,6 +107,7 @@ class Engine:
     # ------------------------------------------------------------------ starting runs
 
     def submit(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
+        fields.check_submit(body)
         token = p.check_idempotency_token(body)
         if (existing := self.replay(token)) is not None:
             return {"run_id": existing}

@@ -5,11 +5,15 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any
 
+from airflow_dbx.emulator import fields
 from airflow_dbx.emulator import payloads as p
-from airflow_dbx.emulator.errors import ApiError, invalid, missing
+from airflow_dbx.emulator.errors import invalid, missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+
+
+RESET_JOB = frozenset({"job_id", "new_settings"})
 
 
 class Jobs:
@@ -30,6 +34,7 @@ class Jobs:
         return job_id in self.by_id
 
     def create(self, body: Mapping[str, Any], user: str) -> dict[str, Any]:
+        fields.check_job_settings(body, fields.CREATE_JOB)
         settings = checked_settings(body)
         job_id = next(self._ids)
         self.by_id[job_id] = {
@@ -44,10 +49,12 @@ class Jobs:
 
     def reset(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """jobs/reset: "Overwrite all settings for the given job" (runs already started keep theirs)."""
+        fields.check_known(body, RESET_JOB)
         job = self.find(body)
         new_settings = p.get_map(body, "new_settings")
         if new_settings is None:
-            raise ApiError(400, "INVALID_PARAMETER_VALUE", "Missing required field: new_settings")
+            raise fields.required_field("new_settings")
+        fields.check_job_settings(new_settings)
         job["settings"] = checked_settings(new_settings)
         self.resets += 1
         return {}
