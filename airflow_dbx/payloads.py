@@ -157,8 +157,20 @@ def validate_submit(payload: Mapping[str, Any]) -> None:
         raise PayloadError(given[0], "give either tasks or a single task type, not both")
     elif tasks is not UNRENDERED:
         _check_tasks(tasks)
+        for i, task in enumerate(tasks):
+            if task.get("job_cluster_key") is not None:
+                raise PayloadError(f"tasks[{i}].job_cluster_key", NO_SHARED_CLUSTERS)
+    if payload.get("job_clusters") is not None:
+        raise PayloadError("job_clusters", NO_SHARED_CLUSTERS)
     _check_cluster_spec(payload, "")
     _check_token(payload)
+
+
+NO_SHARED_CLUSTERS = (
+    "a one-time run (runs/submit) cannot share job clusters, Databricks refuses them: give each task "
+    "its own new_cluster or existing_cluster_id, or define a job (DatabricksCreateJobsOperator) with "
+    "job_clusters and start it with DatabricksRunNowOperator"
+)
 
 
 def _check_tasks(tasks: Any) -> None:

@@ -1,4 +1,8 @@
-"""A multi-task one-time run on a shared job cluster, its run id passed downstream."""
+"""A multi-task one-time run, its run id passed downstream.
+
+A one-time run cannot share job clusters (Databricks refuses ``job_clusters`` on runs/submit):
+each task names its own cluster here. ``dbx_workflow`` shows tasks sharing a job cluster.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import datetime
 from airflow.sdk import DAG, task
 
 from airflow_dbx.operators import DatabricksSubmitRunOperator
+
+CLUSTER = {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 4}
 
 with DAG(
     dag_id="dbx_multi_task_submit",
@@ -18,22 +24,16 @@ with DAG(
     pipeline = DatabricksSubmitRunOperator(
         task_id="etl_pipeline",
         run_name="etl {{ ds }}",
-        job_clusters=[
-            {
-                "job_cluster_key": "shared",
-                "new_cluster": {"spark_version": "15.4.x-scala2.12", "node_type_id": "i3.xlarge", "num_workers": 4},
-            }
-        ],
         tasks=[
             {
                 "task_key": "ingest",
-                "job_cluster_key": "shared",
+                "new_cluster": CLUSTER,
                 "notebook_task": {"notebook_path": "/Shared/ingest", "base_parameters": {"emulator_duration": 2}},
             },
             {
                 "task_key": "transform",
                 "depends_on": [{"task_key": "ingest"}],
-                "job_cluster_key": "shared",
+                "new_cluster": CLUSTER,
                 "spark_python_task": {
                     "python_file": "dbfs:/jobs/transform.py",
                     "parameters": ["--day", "{{ ds }}", "emulator_duration=2"],
@@ -42,7 +42,7 @@ with DAG(
             {
                 "task_key": "publish",
                 "depends_on": [{"task_key": "transform"}],
-                "job_cluster_key": "shared",
+                "new_cluster": CLUSTER,
                 "notebook_task": {
                     "notebook_path": "/Shared/publish",
                     "base_parameters": {"emulator_duration": 1, "emulator_output": "published"},

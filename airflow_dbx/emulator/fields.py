@@ -35,14 +35,14 @@ SUBMIT_TASK = frozenset({
     "sql_task", "timeout_seconds", "webhook_notifications",
 })
 JOB_TASK = SUBMIT_TASK | {"job_cluster_key"}
-# runs/submit: the published request object has no job_clusters (nor its tasks a
-# job_cluster_key); the emulator accepts both, as its shared job clusters for one-time runs
-# (and the submit operator's job_clusters argument) predate this check. A deliberate leniency.
+# runs/submit: the published request object has no job_clusters, nor its tasks a
+# job_cluster_key; Databricks refuses both with its own message (``NO_SHARED_CLUSTERS``).
 SUBMIT_RUN = frozenset({
     "access_control_list", "budget_policy_id", "email_notifications", "environment_variables", "environments",
     "git_source", "health", "idempotency_token", "notification_settings", "performance_target", "queue", "run_as",
-    "run_name", "tags", "tasks", "timeout_seconds", "usage_policy_id", "webhook_notifications", "job_clusters",
+    "run_name", "tags", "tasks", "timeout_seconds", "usage_policy_id", "webhook_notifications",
 })
+NO_SHARED_CLUSTERS = "Shared job cluster feature is not supported in runs/submit API."  # Databricks' words
 # The single-task form of runs/submit (Jobs API 2.0, still accepted): one task's fields at the top.
 SUBMIT_SINGLE_TASK = SUBMIT_RUN | (SUBMIT_TASK - {"task_key", "depends_on", "run_if"})
 JOB_CLUSTER = frozenset({"job_cluster_key", "new_cluster", "serverless_compute_id"})
@@ -103,5 +103,9 @@ def check_job_settings(settings: Mapping[str, Any], known: frozenset[str] = JOB_
 def check_submit(body: Mapping[str, Any]) -> None:
     """A runs/submit body, in its multi-task or its single-task form (mixing them is refused
     with the value checks)."""
+    tasks = body.get("tasks")
+    listed = tasks if isinstance(tasks, list) else []
+    if "job_clusters" in body or any(isinstance(t, dict) and "job_cluster_key" in t for t in listed):
+        raise ApiError(400, "INVALID_PARAMETER_VALUE", NO_SHARED_CLUSTERS)
     check_known(body, SUBMIT_SINGLE_TASK)
-    check_tasks(body.get("tasks"), JOB_TASK)
+    check_tasks(tasks, SUBMIT_TASK)

@@ -50,6 +50,12 @@ REFUSED = {
     "submit-unknown-dependency-field": (
         "jobs/runs/submit", {"run_name": "r", "tasks": [task("a"), {**task("b"), "depends_on": [{"key": "a"}]}]},
         "MALFORMED_REQUEST", "'tasks[1].depends_on[0].key'"),
+    "submit-shared-job-clusters": (
+        "jobs/runs/submit", {"run_name": "r", "job_clusters": [CLUSTER], "tasks": [shared_task()]},
+        "INVALID_PARAMETER_VALUE", "Shared job cluster feature is not supported in runs/submit API"),
+    "submit-task-on-a-job-cluster": (
+        "jobs/runs/submit", {"run_name": "r", "tasks": [shared_task()]},
+        "INVALID_PARAMETER_VALUE", "Shared job cluster feature is not supported in runs/submit API"),
     "submit-single-task-unknown-field": (
         "jobs/runs/submit", {"run_name": "r", "existing_cluster_id": "c", "notebook_task": {"notebook_path": "/nb"},
                              "retries": 2}, "MALFORMED_REQUEST", "unknown field 'retries'"),
