@@ -65,17 +65,56 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture(scope="session")
-def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
-    """The deployment, started once for the session; stopped and removed even when a test fails."""
-    started = Deployment()
+def _started(request: pytest.FixtureRequest, *, celery: bool) -> Iterator[Deployment | str]:
+    """One deployment for the session (or the reason it could not start), stopped at the end even
+    when a test fails. Only one runs at a time: starting one stops the other."""
+    config = request.config
+    running = getattr(config, "_dbx_deployment", None)
+    if running is not None:
+        running.stop()
+    started = Deployment(celery=celery)
     request.addfinalizer(started.stop)
     try:
         started.start()
     except DeploymentUnavailable as exc:
-        if _strict(request.config):
-            pytest.fail(f"the Airflow deployment cannot start here: {exc}", pytrace=False)
-        pytest.skip(f"the Airflow deployment cannot start here: {exc}")
-    request.config._dbx_deployment = started  # type: ignore[attr-defined]
+        yield f"the Airflow deployment ({started.kind}) cannot start here: {exc}"
+        return
+    config._dbx_deployment = started  # type: ignore[attr-defined]
     yield started
-    request.config._dbx_deployment = None  # type: ignore[attr-defined]
+    config._dbx_deployment = None  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def started_deployment(request: pytest.FixtureRequest) -> Iterator[Deployment | str]:
+    yield from _started(request, celery=False)
+
+
+@pytest.fixture(scope="session")
+def started_celery_deployment(request: pytest.FixtureRequest) -> Iterator[Deployment | str]:
+    yield from _started(request, celery=True)
+
+
+def _usable(request: pytest.FixtureRequest, started: Deployment | str) -> Deployment:
+    """The deployment, or: the first scenario that needs it says in full why it did not start and
+    the others point to it (a skip instead of a failure off CI, unless ``--deployment``)."""
+    if isinstance(started, Deployment):
+        return started
+    told: set[str] = request.config.__dict__.setdefault("_dbx_deployment_told", set())
+    later = started.split(" cannot start here", 1)[0] + " did not start (the first scenario says why)"
+    reason = later if started in told else started
+    told.add(started)
+    if _strict(request.config):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, started_deployment: Deployment | str) -> Deployment:
+    """The LocalExecutor deployment with one worker slot and one triggerer."""
+    return _usable(request, started_deployment)
+
+
+@pytest.fixture
+def celery_deployment(request: pytest.FixtureRequest, started_celery_deployment: Deployment | str) -> Deployment:
+    """The CeleryExecutor deployment: two workers, two triggerers."""
+    return _usable(request, started_celery_deployment)
