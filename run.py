@@ -111,7 +111,8 @@ def extras_for(invocation: Invocation, environ: Mapping[str, str]) -> frozenset[
         return frozenset({"emulator"})
     extras = {"test", "emulator"}
     for extra, (variable, directory) in OPTIONAL_SUITES.items():
-        if environ.get(variable) == "1" or _asks_for(invocation.pytest_args, directory):
+        # "1" asks for a suite; the deployment suite also takes "core" (a smaller set of scenarios).
+        if environ.get(variable, "0") not in ("", "0") or _asks_for(invocation.pytest_args, directory):
             extras.add(extra)
     if "--deployment" in invocation.pytest_args:
         extras.add("deployment")
