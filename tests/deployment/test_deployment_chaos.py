@@ -121,7 +121,8 @@ def test_seeded_chaos_through_the_deployment(deployment: Deployment) -> None:
         _wait_consumed(deployment, "polling")
 
         old_jobs = {triggerer_of(ti) for ti in waiting.values()}
-        deployment.components["triggerer"].stop(signal.SIGKILL)
+        for name in [name for name in deployment.components if name.startswith("triggerer")]:
+            deployment.components[name].stop(signal.SIGKILL)
         _inject(deployment, plan.after_restart_faults)
         deployment.start_airflow("triggerer", "triggerer", "--skip-serve-logs")
 
