@@ -96,6 +96,7 @@ def test_the_tests_need_the_test_and_emulator_extras_only_by_default() -> None:
     [
         (["test"], {"AIRFLOW_DBX_BROWSER": "1"}, {"test", "emulator", "openlineage", "browser"}),
         (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "1"}, {"test", "emulator", "openlineage", "deployment"}),
+        (["test"], {"AIRFLOW_DBX_DEPLOYMENT": "core"}, {"test", "emulator", "openlineage", "deployment"}),
         (["test"], {"AIRFLOW_DBX_BROWSER": "0", "AIRFLOW_DBX_DEPLOYMENT": ""}, {"test", "emulator", "openlineage"}),
         (["test", "--", "tests/deployment", "-x"], {}, {"test", "emulator", "openlineage", "deployment"}),
         (["test", "tests/deployment/"], {}, {"test", "emulator", "openlineage", "deployment"}),
@@ -207,8 +208,9 @@ def test_a_failed_setup_names_its_log(fake_venv: tuple[Path, _Pip], capsys: pyte
 def test_each_airflow_line_installs_airflow_and_its_pins() -> None:
     assert run.requirements("3.1") == ("apache-airflow>=3.1,<3.2",)
     assert run.requirements("3.3") == ("apache-airflow>=3.3,<3.4",)
-    # Airflow 3.2's execution API breaks with fastapi 0.156+ and svcs 26+ (see LINE_PINS).
-    assert run.requirements("3.2") == ("apache-airflow>=3.2,<3.3", "fastapi<0.137", "svcs<26")
+    # Airflow 3.2's execution API breaks with fastapi 0.156+ and svcs 26+, and its models warn
+    # under SQLAlchemy 2.1 (see LINE_PINS).
+    assert run.requirements("3.2") == ("apache-airflow>=3.2,<3.3", "fastapi<0.137", "svcs<26", "sqlalchemy<2.1")
     assert set(run.LINE_PINS) <= set(run.AIRFLOW_LINES)
 
 

@@ -33,6 +33,10 @@ EMULATOR_TOKEN = "dapi-deployment-" + secrets.token_hex(8)
 # Drivers Airflow needs for a PostgreSQL metadata database (sync and async engines).
 DB_DRIVERS = {"psycopg2": "psycopg2-binary", "asyncpg": "asyncpg"}
 
+CELERY_WORKERS = ("worker-1", "worker-2")
+WORKER_SLOTS = 2
+TRIGGERER_CAPACITY = 10
+
 T = TypeVar("T")
 
 
@@ -82,6 +86,10 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text[-lines:])
 
 
+def _error_lines(lines: list[str]) -> list[str]:
+    return [line for line in lines if "Error" in line or "Exception" in line or "FATAL" in line]
+
+
 def ensure_db_drivers() -> None:
     """psycopg2 and asyncpg in this interpreter's environment (installed from PyPI when missing)."""
     import importlib.util
@@ -114,24 +122,34 @@ def find_postgres() -> Path | None:
     return Path(on_path).resolve().parent if on_path else None
 
 
-def ensure_postgres() -> Path:
-    """Find PostgreSQL's server binaries, installing Debian's ``postgresql`` package if needed."""
-    found = find_postgres()
+def apt_install(package: str, find: Callable[[], T | None]) -> T:
+    """What ``find`` returns, after installing Debian's ``package`` if it found nothing."""
+    found = find()
     if found:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
-        raise DeploymentUnavailable("PostgreSQL is not installed and apt-get cannot install it here (needs root)")
+        raise DeploymentUnavailable(f"{package} is not installed and apt-get cannot install it here (needs root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "postgresql"]
+    install = ["apt-get", "install", "-y", "--no-install-recommends", package]
     if subprocess.run(install, env=env, capture_output=True, check=False).returncode:
         subprocess.run(["apt-get", "update"], env=env, capture_output=True, check=False)
         done = subprocess.run(install, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
-            raise DeploymentUnavailable(f"apt-get install postgresql failed: {done.stderr.strip()[-500:]}")
-    found = find_postgres()
+            raise DeploymentUnavailable(f"apt-get install {package} failed: {done.stderr.strip()[-500:]}")
+    found = find()
     if not found:
-        raise DeploymentUnavailable("apt-get installed postgresql but no initdb was found")
+        raise DeploymentUnavailable(f"apt-get installed {package} but its programs were not found")
     return found
+
+
+def ensure_postgres() -> Path:
+    """PostgreSQL's server binaries, installing Debian's ``postgresql`` package if needed."""
+    return apt_install("postgresql", find_postgres)
+
+
+def ensure_redis() -> Path:
+    """The Redis server (the Celery broker), installing Debian's ``redis-server`` package if needed."""
+    return apt_install("redis-server", lambda: Path(found) if (found := shutil.which("redis-server")) else None)
 
 
 # --------------------------------------------------------------------------- processes
@@ -147,9 +165,11 @@ class Component:
     env: dict[str, str]
     user: str | None = None
     popen: subprocess.Popen[bytes] | None = None
+    log_start: int = 0  # where this start's output begins in the log
 
     def start(self) -> Component:
         with open(self.log, "ab") as out:
+            self.log_start = out.tell()
             self.popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -199,7 +219,14 @@ class Component:
 
 @dataclass
 class Deployment:
-    """PostgreSQL + api-server + scheduler + dag-processor + triggerer(s) + the emulator."""
+    """PostgreSQL + api-server + scheduler + dag-processor + triggerer(s) + the emulator.
+
+    With ``celery=True``: the CeleryExecutor with Redis as broker and PostgreSQL as result
+    backend, two Celery workers (``CELERY_WORKERS``, ``WORKER_SLOTS`` slots each) and two
+    triggerers (``triggerer``, ``triggerer-2``) of ``TRIGGERER_CAPACITY`` triggers each.
+    """
+
+    celery: bool = False
 
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="airflow-dbx-deployment-")))
     components: dict[str, Component] = field(default_factory=dict)
@@ -208,41 +235,102 @@ class Deployment:
     emulator_url: str = ""
     pg_port: int = 0
     results: dict[str, Any] = field(default_factory=dict)  # what one scenario leaves for the next
+    redis_port: int = 0
+    stopped: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "CeleryExecutor" if self.celery else "LocalExecutor"
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
+        """Start every component; on any failure stop what started and raise ``DeploymentUnavailable``
+        with one paragraph that says why (the step, the component that exited, a port in use)."""
+        try:
+            self._start()
+        except DeploymentUnavailable:
+            self.stop()
+            raise
+        except Exception as exc:
+            reason = self.why_not_started(exc)
+            self.stop()
+            raise DeploymentUnavailable(reason) from exc
+
+    def _running(self) -> bool:
+        """True while every component runs; raises (ending a wait at once) when one has exited."""
+        for name, component in self.components.items():
+            if not component.alive():
+                raise RuntimeError(f"{name} exited while the deployment started")
+        return True
+
+    def why_not_started(self, exc: BaseException) -> str:
+        """The error's first line and its last error line, and which component died with what."""
+        text = str(exc).splitlines() or [type(exc).__name__]
+        lines = [text[0], *(line.strip() for line in _error_lines(text)[-1:] if line != text[0])]
+        for name, component in self.components.items():
+            if component.popen is not None and not component.alive():
+                last = tail(component.log, 200)
+                in_use = "address already in use" in last.lower()
+                said = (_error_lines(last.splitlines()) or last.splitlines() or ["(no output)"])[-1].strip()
+                why = "a port it needs is in use" if in_use else said
+                lines.append(f"{name} exited with code {component.popen.returncode}: {why}")
+        return "; ".join(lines)
+
+    def _start(self) -> None:
         self.root.chmod(0o755)  # the PostgreSQL user must reach its data directory
         (self.root / "logs").mkdir()
         pg_bin = ensure_postgres()
+        redis = ensure_redis() if self.celery else None
         ensure_db_drivers()
         self._start_postgres(pg_bin)
+        if redis is not None:
+            self._start_redis(redis)
         self._start_emulator()
         self._configure_airflow()
         self.run_airflow("db", "migrate", timeout=300)
+        triggerers = ("triggerer", "triggerer-2") if self.celery else ("triggerer",)
         for name, argv in (
             ("api-server", ["api-server"]),
             ("scheduler", ["scheduler"]),
             ("dag-processor", ["dag-processor"]),
-            ("triggerer", ["triggerer", "--skip-serve-logs"]),
+            *((name, ["triggerer", "--skip-serve-logs"]) for name in triggerers),
         ):
             self.start_airflow(name, *argv)
+        for name in CELERY_WORKERS if self.celery else ():
+            self.start_worker(name)
         self.api = AirflowApi(self.api_url)
-        wait_until("the API server", self.api.healthy_api, timeout=120, diagnose=self.diagnose)
+        wait_until(
+            "the API server", lambda: self._running() and self.api.healthy_api(), timeout=120, diagnose=self.diagnose
+        )
         wait_until(
             "scheduler, dag-processor and triggerer to report healthy",
-            lambda: self.api.healthy("scheduler", "dag_processor", "triggerer"),
+            lambda: self._running() and self.api.healthy("scheduler", "dag_processor", "triggerer"),
             timeout=120,
             diagnose=self.diagnose,
         )
+        if self.celery:
+            wait_until(
+                f"{len(triggerers)} live triggerers",
+                lambda: len(self.api.alive_jobs("TriggererJob")) == len(triggerers),
+                timeout=120,
+                diagnose=self.diagnose,
+            )
+            for name in CELERY_WORKERS:
+                self.wait_worker_ready(name)
 
     def stop(self) -> None:
-        """Stop everything (Airflow first, then the emulator and PostgreSQL) and remove the directory."""
+        """Stop everything (Airflow first, then the emulator and PostgreSQL) and remove the directory.
+
+        Safe to call more than once."""
+        if self.stopped:
+            return
+        self.stopped = True
         for name in reversed(list(self.components)):
             with contextlib.suppress(Exception):
                 self.components[name].stop(signal.SIGINT if name == "postgres" else signal.SIGTERM)
         keep = os.environ.get("AIRFLOW_DBX_DEPLOYMENT_KEEP_LOGS")
-        if keep:
+        if keep and (self.root / "logs").is_dir():
             shutil.copytree(self.root / "logs", Path(keep), dirs_exist_ok=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -294,6 +382,24 @@ class Deployment:
         )  # fmt: skip
         if created.returncode:
             raise RuntimeError(f"createdb failed: {created.stderr}")
+
+    # ---------------------------------------------------------------- Redis (the Celery broker)
+
+    def _start_redis(self, server: Path) -> None:
+        self.redis_port = free_port()
+        data = self.root / "redis"
+        data.mkdir()
+        argv = [str(server), "--bind", "127.0.0.1", "--port", str(self.redis_port), "--dir", str(data),
+                "--save", "", "--appendonly", "no", "--protected-mode", "yes"]  # fmt: skip
+        log = self.root / "logs" / "redis.log"
+        self.components["redis"] = Component("redis", argv, log, {"PATH": os.environ["PATH"]}).start()
+
+        def ready() -> bool:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=2) as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
+
+        wait_until("Redis to answer PING", ready, timeout=30, interval=0.2, diagnose=self.diagnose)
 
     # ---------------------------------------------------------------- emulator
 
@@ -353,6 +459,21 @@ class Deployment:
                 {"conn_type": "dbx", "host": self.emulator_url, "password": EMULATOR_TOKEN}
             ),
         }
+        if self.celery:
+            self.env.update(self._celery_settings())
+
+    def _celery_settings(self) -> dict[str, str]:
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(WORKER_SLOTS * len(CELERY_WORKERS)),
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql+psycopg2://airflow@127.0.0.1:{self.pg_port}/airflow",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_SLOTS),
+            "AIRFLOW__TRIGGERER__CAPACITY": str(TRIGGERER_CAPACITY),
+            # Two workers and two triggerers share this machine: each is told apart by its name.
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "tests.deployment.hostname.component_name",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent.parent), os.environ.get("PYTHONPATH")])),
+        }
 
     def run_airflow(self, *args: str, timeout: float = 120) -> str:
         log = self.root / "logs" / f"airflow-{args[0]}-{args[1] if len(args) > 1 else ''}.log"
@@ -364,13 +485,43 @@ class Deployment:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{tail(log, 60)}")
         return done.stdout
 
-    def start_airflow(self, name: str, *args: str) -> Component:
+    def start_airflow(self, name: str, *args: str, env: dict[str, str] | None = None) -> Component:
         old = self.components.get(name)
         if old is not None and old.alive():
             raise RuntimeError(f"{name} is still running")
-        component = Component(name, [str(BIN / "airflow"), *args], self.root / "logs" / f"{name}.log", self.env)
+        log = self.root / "logs" / f"{name}.log"
+        # With Celery, each component names itself in Airflow's records (jobs, task instances).
+        named = {"AIRFLOW_DBX_HOSTNAME": name} if self.celery else {}
+        component = Component(name, [str(BIN / "airflow"), *args], log, {**self.env, **named, **(env or {})})
         self.components[name] = component.start()
         return component
+
+    def start_worker(self, name: str) -> Component:
+        """A Celery worker as its own process group; its task instances' ``hostname`` is ``name``."""
+        return self.start_airflow(
+            name, "celery", "worker", "--celery-hostname", f"{name}@%h", "--concurrency", str(WORKER_SLOTS),
+            "--skip-serve-logs",
+        )  # fmt: skip
+
+    def wait_worker_ready(self, name: str) -> None:
+        worker = self.components[name]
+
+        def ready() -> bool:
+            self._running()
+            with open(worker.log, "rb") as log:
+                log.seek(worker.log_start)
+                return b" ready." in log.read()
+
+        wait_until(
+            f"Celery worker {name} to be ready",
+            ready,
+            timeout=120,
+            diagnose=self.diagnose,
+        )
+
+    def wait_for(self, what: str, probe: Callable[[], T], *, timeout: float) -> T:
+        """``wait_until`` with every component's log in the failure message."""
+        return wait_until(what, probe, timeout=timeout, diagnose=self.diagnose)
 
     def diagnose(self, lines: int = 25) -> str:
         """Which components run, and the end of each log: for failure messages."""
@@ -478,6 +629,18 @@ class EmulatorAdmin:
 
     def health(self) -> bool:
         return bool(self._get("health").get("ok"))
+
+    def add_fault(self, fault: dict[str, Any]) -> None:
+        """One fault rule (see ``airflow_dbx.emulator.admin``), met by the next matching requests."""
+        answer = self.session.post(f"{self.base_url}/__emulator__/faults", json=fault, timeout=10)
+        answer.raise_for_status()
+
+    def faults(self) -> list[dict[str, Any]]:
+        """The fault rules not yet used up."""
+        return list(self._get("faults")["faults"])
+
+    def clear_faults(self) -> None:
+        self.session.delete(f"{self.base_url}/__emulator__/faults", json={}, timeout=10).raise_for_status()
 
     def runs(self) -> list[dict[str, Any]]:
         return list(self._get("runs")["runs"])

@@ -105,6 +105,28 @@ def assert_one_true_run_each(deployment: Deployment, dag_id: str, run_id: str, e
     assert states(deployment, dag_id, run_id) == {task: airflow_states[r] for task, r in expected.items()}
 
 
+def waiting_in_worker(deployment: Deployment, dag_id: str, run_id: str, task_id: str) -> dict[str, Any] | None:
+    """The task instance once it runs in a worker and its Databricks run is still going."""
+    ti = deployment.api.task_instance(dag_id, run_id, task_id)
+    runs = dbx_runs(deployment, dag_id, run_id).get(task_id, [])
+    return ti if ti["state"] == "running" and ti.get("hostname") and runs and result(runs[0]) is None else None
+
+
+def assert_retry_reattached(
+    deployment: Deployment, dag_id: str, run_id: str, task_id: str, *, timeout: float
+) -> list[dict[str, Any]]:
+    """The DAG run succeeds: try 1 failed (its worker died), try 2 succeeded on the same single
+    Databricks run, whose id is the task's XCom. Returns the tries."""
+    dag_run = finish(deployment, dag_id, run_id, timeout=timeout)
+    assert dag_run["state"] == "success", states(deployment, dag_id, run_id)
+    runs = dbx_runs(deployment, dag_id, run_id)[task_id]
+    assert len(runs) == 1 and result(runs[0]) == "SUCCESS", runs
+    tries = deployment.api.tries(dag_id, run_id, task_id)
+    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "failed"), (2, "success")], tries
+    assert deployment.api.xcom(dag_id, run_id, task_id, "run_id") == runs[0]["run_id"]
+    return tries
+
+
 # --------------------------------------------------------------------------- scenarios
 
 
@@ -202,9 +224,12 @@ def test_triggerer_killed_and_restarted(deployment: Deployment) -> None:
 
 
 def test_second_triggerer_takes_over(deployment: Deployment) -> None:
-    """Two triggerers; SIGTERM the one running the triggers: the other takes them over."""
+    """Two triggerers; SIGTERM the one running the triggers: the other takes them over.
+
+    The runs outlast the first triggerer's graceful stop (it waits for its triggers to clean up,
+    about 20 s seen on a busy machine) and the second one's start."""
     dag_id = "dbx_triggerer_handover"
-    run_id = start(deployment, dag_id, {"duration": 25})
+    run_id = start(deployment, dag_id, {"duration": 50})
     waiting = wait_until(
         "three deferred tasks in the triggerer",
         lambda: all_deferred_and_picked_up(deployment, dag_id, run_id, 3),
@@ -225,6 +250,8 @@ def test_second_triggerer_takes_over(deployment: Deployment) -> None:
     first.send(signal.SIGTERM, group=False)
     wait_until("the first triggerer to exit", lambda: not first.alive(), timeout=60, diagnose=deployment.diagnose)
     first.stop(signal.SIGKILL)
+    # Back to one triggerer under the usual name, for the scenarios that follow (even if this fails).
+    deployment.components["triggerer"] = deployment.components.pop("triggerer-2")
 
     adopted: set[int | None] = set()
 
@@ -235,8 +262,6 @@ def test_second_triggerer_takes_over(deployment: Deployment) -> None:
     assert adopted - first_jobs - {None}, "the second triggerer never took the triggers over"
     assert_one_true_run_each(deployment, dag_id, run_id, {"succeeds_0": "SUCCESS", "succeeds_1": "SUCCESS",
                                                           "fails": "FAILED"})  # fmt: skip
-    # Back to one triggerer under the usual name, for the scenarios that follow.
-    deployment.components["triggerer"] = deployment.components.pop("triggerer-2")
 
 
 def test_marking_a_deferred_task_failed_cancels_its_run(deployment: Deployment) -> None:
@@ -293,12 +318,8 @@ def test_worker_killed_retry_reattaches(deployment: Deployment) -> None:
     dag_id, task_id = "dbx_worker_dies", "blocking_wait"
     run_id = start(deployment, dag_id, {"duration": 40})
 
-    def waiting_in_worker() -> dict[str, Any] | None:
-        ti = deployment.api.task_instance(dag_id, run_id, task_id)
-        runs = dbx_runs(deployment, dag_id, run_id).get(task_id, [])
-        return ti if ti["state"] == "running" and runs and result(runs[0]) is None else None
-
-    ti = wait_until("the task to wait in the worker", waiting_in_worker, timeout=90, diagnose=deployment.diagnose)
+    waiting = lambda: waiting_in_worker(deployment, dag_id, run_id, task_id)  # noqa: E731
+    ti = deployment.wait_for("the task to wait in the worker", waiting, timeout=90)
     time.sleep(2)
     processes = _task_processes(ti["id"])
     assert len(processes) == 2, [p.info["cmdline"] for p in processes]
@@ -308,13 +329,7 @@ def test_worker_killed_retry_reattaches(deployment: Deployment) -> None:
     for process in processes:
         process.send_signal(signal.SIGKILL)
 
-    dag_run = finish(deployment, dag_id, run_id, timeout=180)
-    assert dag_run["state"] == "success", states(deployment, dag_id, run_id)
-    runs = dbx_runs(deployment, dag_id, run_id)[task_id]
-    assert len(runs) == 1 and result(runs[0]) == "SUCCESS", runs
-    tries = deployment.api.tries(dag_id, run_id, task_id)
-    assert [(t["try_number"], t["state"]) for t in tries] == [(1, "failed"), (2, "success")], tries
-    assert deployment.api.xcom(dag_id, run_id, task_id, "run_id") == runs[0]["run_id"]
+    assert_retry_reattached(deployment, dag_id, run_id, task_id, timeout=180)
 
 
 def test_clearing_a_failed_workflow_task_repairs_the_same_job_run(deployment: Deployment) -> None:

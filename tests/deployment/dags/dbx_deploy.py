@@ -89,3 +89,26 @@ with (
         for task_id, params in (("a", {}), ("b", {"emulator_fail_attempts": "1"}), ("c", {}))
     ]
     steps[0] >> steps[1] >> steps[2]
+
+# 7. Seeded chaos through the real deployment: each task's duration and result come from the
+# test's plan in dag_run.conf; the emulator's faults are injected while the tasks wait.
+CHAOS_TASKS = 4
+with DAG(dag_id="dbx_deploy_chaos", start_date=START, schedule=None, catchup=False):
+    for number in range(CHAOS_TASKS):
+        submit(
+            f"chain_{number}",
+            "{{ dag_run.conf['plan'][ti.task_id]['duration'] }}",
+            deferrable=True,
+            result="{{ dag_run.conf['plan'][ti.task_id]['result'] }}",
+        )
+
+# 8. The Celery deployment: twenty waits spread over two triggerers and four worker slots; ten
+# waits (every third run fails) for a triggerer that dies holding some of them.
+with DAG(dag_id="dbx_fan_out", start_date=START, schedule=None, catchup=False):
+    for number in range(20):
+        submit(f"run_{number:02d}", "{{ dag_run.conf.get('duration', 60) }}", deferrable=True)
+
+with DAG(dag_id="dbx_triggerer_dies", start_date=START, schedule=None, catchup=False):
+    for number in range(10):
+        outcome = "FAILED" if number % 3 == 2 else "SUCCESS"
+        submit(f"wait_{number}", "{{ dag_run.conf.get('duration', 60) }}", deferrable=True, result=outcome)
