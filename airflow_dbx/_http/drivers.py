@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import requests
 
+from airflow_dbx.sharing import PACING
 from airflow_dbx.waiting import Plan, Sleep
 
 from .exchange import Authorize, NoReply, Reply, Request
 from .pool import SESSIONS
+from .retry import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -140,6 +142,7 @@ class AiohttpDriver(_Driver):
 
     async def send(self, request: Request) -> Reply | NoReply:
         session = await SESSIONS.get(self.settings.base_url, self.settings.verify)
+        await PACING.wait(self.settings.base_url, request.label)  # under the workspace's limits
         started = time.monotonic()
         try:
             async with session.request(
@@ -150,5 +153,8 @@ class AiohttpDriver(_Driver):
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             return _no_reply(exc)
         _logged(request, response.status, started)
-        return Reply(response.status, content, response.headers.get("Retry-After"))
+        retry_after = response.headers.get("Retry-After")
+        if response.status == 429:  # every waiter on this endpoint holds off, not just this one
+            PACING.throttled(self.settings.base_url, request.label, parse_retry_after(retry_after))
+        return Reply(response.status, content, retry_after)
 

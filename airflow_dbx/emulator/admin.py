@@ -11,7 +11,8 @@ Every route needs the same credentials as the Jobs API; bodies and answers are J
 ``GET faults``           the pending faults; ``DELETE faults`` drops them and every rate limit
 ``POST rate_limit``      ``{"path": "jobs/runs/get" or null, "per_second": 5, "burst": 5,
                          "retry_after_format": "seconds"|"http-date"}``; ``per_second`` null or 0
-                         removes the limit
+                         removes the limit; ``{"preset": "databricks"}`` sets Databricks'
+                         documented per-endpoint limits (``faults.RATE_LIMIT_PRESETS``)
 ``GET requests``         ``{"requests": [RequestRecord as a dict, ...], "next": N}``; ``?since=N``
                          returns only the records after the first N
 ``GET runs``             ``{"runs": [snapshot, ...]}``; ``?run_id=N`` returns one snapshot
@@ -71,6 +72,9 @@ def _add_fault(state: State, request: web.Request, body: dict[str, Any]) -> dict
 
 
 def _set_rate_limit(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("preset") is not None:
+        state.faults.set_rate_limit_preset(body["preset"])
+        return {}
     form = body.get("retry_after_format", "seconds")
     state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"), form)
     return {}
