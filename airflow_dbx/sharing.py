@@ -20,7 +20,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.errors import DatabricksApiError
@@ -40,10 +40,11 @@ log = logging.getLogger(__name__)
 # triggerers stay under it together. Endpoints the page does not list get DEFAULT_RATE.
 CLIENT_RATES = {
     "jobs/runs/get": 50.0,
+    "jobs/runs/get-output": 50.0,  # not on the page; read with each end like runs/get
     "jobs/runs/submit": 17.0,
     "jobs/run-now": 10.0,
     "jobs/create": 10.0,
-    "jobs/runs/list": 12.0,
+    "jobs/runs/list": 15.0,  # not on the page either: half of the 30/s most unlisted APIs get
 }
 DEFAULT_RATE = 15.0
 
@@ -136,6 +137,7 @@ class Sweep:
 
     def __init__(self) -> None:
         self.periods: dict[int, float] = {}
+        self.alone: dict[int, float] = {}  # runs of this process polled one by one, and their periods
         self.started: dict[int, int] = {}  # run id -> start_time (ms), as listed
         self.pages = 1
         self._members: set[int] = set()
@@ -153,7 +155,7 @@ class Sweep:
 
     def _polling_rate(self) -> float:
         """Requests per second polling every registered run at its own period would cost."""
-        return sum(1.0 / period for period in self.periods.values())
+        return sum(1.0 / period for period in (*self.periods.values(), *self.alone.values()))
 
     def worth_it(self, runs: int | None = None, pages: int | None = None) -> bool:
         """Whether sweeping ``pages`` pages every SLOWEST seconds costs less than per-run polling."""
@@ -218,18 +220,20 @@ class SharedWatcher:
         self.sweep = Sweep()
         self.waiters: dict[int, list[asyncio.Future[Any]]] = {}
         self.task: asyncio.Task[None] | None = None
+        self.confirming: dict[int, asyncio.Task[None]] = {}
         self.crowded_until = 0.0
 
     def join(self, run_id: int, period: float) -> asyncio.Future[Any] | None:
         """A future for the end of ``run_id`` (None: poll it yourself, it is cheaper)."""
-        if time.monotonic() < self.crowded_until:
+        self.sweep.alone.pop(run_id, None)
+        self.sweep.add(run_id, period)
+        if time.monotonic() < self.crowded_until or not self.sweep.worth_it(pages=1):
+            # A crowded workspace, or too few waiters yet for a page every few seconds.
+            self.sweep.remove(run_id)
+            self.sweep.alone[run_id] = period
             return None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiters.setdefault(run_id, []).append(future)
-        self.sweep.add(run_id, period)
-        if not self.sweep.worth_it(pages=1):  # too few waiters yet for a page every few seconds
-            self._release(run_id, future)
-            return None
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
         return future
@@ -295,16 +299,21 @@ class SharedWatcher:
             self._resolve(run_id, result=POLL_YOURSELF)
 
     async def _sweep_once(self) -> None:
+        """Read every page of active runs; confirm each candidate end meanwhile, without waiting for it."""
         self.sweep.begin()
-        confirming: list[asyncio.Task[None]] = []
         token: str | None = None
         for _ in range(MAX_PAGES):
             runs, token = await self.hook.a_active_runs_page(token)
-            confirming += [asyncio.ensure_future(self._confirm(r)) for r in self.sweep.page(runs)]
+            self._confirm_all(self.sweep.page(runs))
             if not token:
                 break
-        confirming += [asyncio.ensure_future(self._confirm(r)) for r in self.sweep.finish()]
-        await asyncio.gather(*confirming)
+        self._confirm_all(self.sweep.finish())
+
+    def _confirm_all(self, run_ids: list[int]) -> None:
+        for run_id in run_ids:
+            if run_id not in self.confirming:
+                task = self.confirming[run_id] = asyncio.ensure_future(self._confirm(run_id))
+                task.add_done_callback(lambda _, run_id=run_id: self.confirming.pop(run_id, None))  # type: ignore[misc]
 
     async def _confirm(self, run_id: int) -> None:
         """One ``runs/get``: the run's end, with everything the event reports."""
@@ -334,17 +343,30 @@ def watcher_for(hook: DatabricksHook) -> SharedWatcher:
     return watcher
 
 
-async def wait_shared(hook: DatabricksHook, run_id: int, period: float, deadline: float | None) -> Any:
-    """Wait for ``run_id`` to end with the connection's other waiters: the run (confirmed
-    with ``runs/get``), None once ``deadline`` passed, or :data:`POLL_YOURSELF`."""
+async def wait_shared(
+    hook: DatabricksHook,
+    run_id: int,
+    period: float,
+    deadline: float | None,
+    alone: Callable[[], Awaitable[Run | None]],
+) -> Run | None:
+    """Wait for ``run_id`` to end with the connection's other waiters in this process, or with
+    ``alone()`` (polling the run by itself) when that is cheaper: the run, confirmed with
+    ``runs/get``, or None once ``deadline`` passed."""
     watcher = watcher_for(hook)
     future = watcher.join(run_id, period)
-    if future is None:
-        return POLL_YOURSELF
-    timeout = None if deadline is None else max(0.0, deadline - time.time())
+    if future is not None:
+        timeout = None if deadline is None else max(0.0, deadline - time.time())
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            watcher.leave(run_id, future)
+        if result is not POLL_YOURSELF:
+            return result  # type: ignore[no-any-return]
+        watcher.sweep.alone[run_id] = period
     try:
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
-    except asyncio.TimeoutError:
-        return None
+        return await alone()
     finally:
-        watcher.leave(run_id, future)
+        watcher.sweep.alone.pop(run_id, None)

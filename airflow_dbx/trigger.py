@@ -231,12 +231,12 @@ class DatabricksRunTrigger(_CancellingTrigger):
 
     async def _wait_for_run(self, hook: DatabricksHook, watcher: Watcher) -> Run | None:
         """With the workspace's other waiters in this process (``airflow_dbx.sharing``), or alone."""
-        from airflow_dbx.sharing import POLL_YOURSELF, wait_shared
+        from airflow_dbx.sharing import wait_shared
 
-        run = await wait_shared(hook, self.run_id, self.polling_period_seconds, self.deadline)
-        if run is not POLL_YOURSELF:
-            return run  # type: ignore[no-any-return]
-        return await hook.a_wait_for_run(self.run_id, watcher)
+        return await wait_shared(
+            hook, self.run_id, self.polling_period_seconds, self.deadline,
+            lambda: hook.a_wait_for_run(self.run_id, watcher),
+        )
 
     async def _watched(self, hook: DatabricksHook) -> Run:
         """The run watched: ``run_id``, or with ``task_key`` the latest attempt of that task in it."""
