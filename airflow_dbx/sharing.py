@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.errors import DatabricksApiError
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 Clock = Callable[[], float]
 Uniform = Callable[[float, float], float]
+# Runs started from .. to (ms, inclusive), as runs/list's start_time_from/start_time_to filter them.
+Window = tuple[int | None, int | None]
+WHOLE: Window = (None, None)
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +147,7 @@ class Sweep:
         self._members: set[int] = set()
         self._seen: set[int] = set()
         self._proposed: set[int] = set()
-        self._span: tuple[int, int] | None = None
+        self._spans: dict[Window, tuple[int, int] | None] = {}
         self._read = 0
 
     def add(self, run_id: int, period: float) -> None:
@@ -169,13 +173,34 @@ class Sweep:
             return self.SLOWEST
         return min(max(self.SHARE * self.pages / rate, self.FASTEST), self.SLOWEST)
 
-    def begin(self) -> None:
-        self._members = set(self.periods)
-        self._seen, self._proposed, self._span, self._read = set(), set(), None, 0
+    def windows(self, count: int) -> list[Window]:
+        """Up to ``count`` start-time windows (ms, inclusive) that together hold every registered
+        run, to list side by side; one window of everything while a start time is unknown."""
+        starts = sorted(self.started[r] for r in self.periods if r in self.started)
+        if not starts or len(starts) < len(self.periods):
+            return [WHOLE]
+        size = math.ceil(len(starts) / count)
+        windows: list[Window] = []
+        first = 0
+        while first < len(starts):
+            last = min(first + size, len(starts)) - 1
+            while last + 1 < len(starts) and starts[last + 1] == starts[last]:
+                last += 1
+            windows.append((starts[first], starts[last]))
+            first = last + 1
+        return windows
 
-    def page(self, runs: list[dict[str, Any]]) -> list[int]:
-        """Take one page of active runs; the registered runs it shows ended (candidates)."""
+    def begin(self, windows: Iterable[Window] = (WHOLE,)) -> None:
+        self._members = set(self.periods)
+        self._seen, self._proposed, self._read = set(), set(), 0
+        self._spans = dict.fromkeys(windows)
+
+    def page(self, runs: list[dict[str, Any]], window: Window = WHOLE) -> list[int]:
+        """Take one page of active runs in ``window``; the registered runs it shows ended (candidates)."""
+        if window not in self._spans:  # a page of a sweep that is over
+            return []
         self._read += 1
+        span = self._spans[window]
         for run in runs:
             run_id, start = run.get("run_id"), run.get("start_time")
             if not isinstance(run_id, int):
@@ -184,21 +209,29 @@ class Sweep:
             if isinstance(start, int):
                 if run_id in self.periods:
                     self.started[run_id] = start
-                low, high = self._span or (start, start)
-                self._span = (min(low, start), max(high, start))
-        if self._span is None:
+                low, high = span or (start, start)
+                span = (min(low, start), max(high, start))
+        self._spans[window] = span
+        if span is None:
             return []
-        low, high = self._span
-        return self._propose(
-            r for r in self._members if low < self.started.get(r, low) < high
-        )
+        low, high = span
+        return self._propose(r for r in self._members if low < self.started.get(r, low) < high)
+
+    def finish_window(self, window: Window = WHOLE) -> list[int]:
+        """Every page of ``window`` was read: each registered run in it that was not listed is a candidate."""
+        if window not in self._spans:
+            return []
+        low, high = window
+        if low is None or high is None:
+            return self._propose(self._members)
+        return self._propose(r for r in self._members if low <= self.started.get(r, low - 1) <= high)
 
     def finish(self) -> list[int]:
         """The sweep read its last page: every registered run it did not list is a candidate."""
         self.pages = max(self._read, 1)
-        return self._propose(self._members)
+        return [r for window in list(self._spans) for r in self.finish_window(window)]
 
-    def _propose(self, runs: Any) -> list[int]:
+    def _propose(self, runs: Iterable[int]) -> list[int]:
         fresh = [r for r in runs if r not in self._seen and r not in self._proposed and r in self.periods]
         self._proposed.update(fresh)
         return fresh
@@ -214,6 +247,8 @@ MAX_PAGES = 400  # 10,000 active runs: beyond any workspace's concurrency limit
 
 class SharedWatcher:
     """The sweeps of one connection in one event loop, and the triggers waiting on them."""
+
+    WINDOWS = 4  # listings side by side: a page's answer time does not add up over a sweep
 
     def __init__(self, hook: DatabricksHook) -> None:
         self.hook = hook
@@ -299,15 +334,26 @@ class SharedWatcher:
             self._resolve(run_id, result=POLL_YOURSELF)
 
     async def _sweep_once(self) -> None:
-        """Read every page of active runs; confirm each candidate end meanwhile, without waiting for it."""
-        self.sweep.begin()
+        """Read every page of active runs, a few start-time windows side by side; confirm each
+        candidate end meanwhile, without waiting for it."""
+        windows = self.sweep.windows(self.WINDOWS)
+        self.sweep.begin(windows)
+        listings = [asyncio.ensure_future(self._list(window)) for window in windows]
+        try:
+            await asyncio.gather(*listings)
+        finally:
+            for listing in listings:
+                listing.cancel()
+        self._confirm_all(self.sweep.finish())
+
+    async def _list(self, window: Window) -> None:
         token: str | None = None
         for _ in range(MAX_PAGES):
-            runs, token = await self.hook.a_active_runs_page(token)
-            self._confirm_all(self.sweep.page(runs))
+            runs, token = await self.hook.a_active_runs_page(token, *window)
+            self._confirm_all(self.sweep.page(runs, window))
             if not token:
                 break
-        self._confirm_all(self.sweep.finish())
+        self._confirm_all(self.sweep.finish_window(window))
 
     def _confirm_all(self, run_ids: list[int]) -> None:
         for run_id in run_ids:

@@ -152,3 +152,30 @@ def test_per_run_polling_takes_over_when_the_workspace_is_crowded_or_few_runs_wa
     fast = Sweep()
     fast.add(1, 1)
     assert fast.worth_it(pages=1)  # one run polled every second costs more than a page every 5 s
+
+
+def test_known_start_times_split_into_windows_listed_side_by_side() -> None:
+    sweep = Sweep()
+    for run_id in range(1, 9):
+        sweep.add(run_id, 30)
+    assert sweep.windows(4) == [(None, None)]  # start times unknown: one listing of everything
+    sweep.begin()
+    sweep.page(listed(*((run_id, 100 * run_id) for run_id in range(8, 0, -1))))
+    sweep.finish()
+    assert sweep.windows(4) == [(100, 200), (300, 400), (500, 600), (700, 800)]
+    sweep.started[3] = 200  # runs that started in the same millisecond stay in one window
+    assert sweep.windows(4)[0] == (100, 200) and sweep.windows(4)[1] == (400, 500)
+
+
+def test_a_window_proposes_only_its_own_runs_once_its_pages_are_read() -> None:
+    sweep = Sweep()
+    for run_id in (1, 2, 3, 4):
+        sweep.add(run_id, 30)
+        sweep.started[run_id] = 100 * run_id
+    early, late = (100, 200), (300, 400)
+    sweep.begin([early, late])
+    assert sweep.page(listed((2, 200)), early) == []
+    assert sweep.finish_window(early) == [1]  # run 1 was not in its window's listing
+    assert sweep.page(listed((4, 400), (3, 300)), late) == []
+    assert sweep.finish() == []
+    assert sweep.page(listed((9, 900)), (500, 600)) == []  # a page from a sweep that is over
