@@ -331,7 +331,8 @@ class SharedWatcher:
         """Every waiter polls its run itself, and so do new ones for ``seconds``."""
         self.crowded_until = time.monotonic() + seconds
         for run_id in list(self.waiters):
-            self._resolve(run_id, result=POLL_YOURSELF)
+            if run_id not in self.confirming:  # else its confirmation answers it, one way or the other
+                self._resolve(run_id, result=POLL_YOURSELF)
 
     async def _sweep_once(self) -> None:
         """Read every page of active runs, a few start-time windows side by side; confirm each
@@ -363,15 +364,17 @@ class SharedWatcher:
 
     async def _confirm(self, run_id: int) -> None:
         """One ``runs/get``: the run's end, with everything the event reports."""
+        run: Run | None = None
         try:
-            run: Run = await self.hook.a_get_run(run_id)
+            run = await self.hook.a_get_run(run_id)
         except DatabricksApiError as exc:
-            if exc.retryable:
-                return  # the next sweep proposes it again
-            self._resolve(run_id, error=exc)
-            return
-        if run.state.is_terminal:
+            if not exc.retryable:
+                self._resolve(run_id, error=exc)
+                return
+        if run is not None and run.state.is_terminal:
             self._resolve(run_id, result=run)
+        elif self.task is None or self.task.done():  # no sweep proposes it again
+            self._resolve(run_id, result=POLL_YOURSELF)
 
 
 _WATCHERS: dict[tuple[asyncio.AbstractEventLoop, str], SharedWatcher] = {}

@@ -56,8 +56,9 @@ def submit_runs(count: int) -> dict[int, bool]:
         return dict(pool.map(submit, range(count)))
 
 
-async def wait_all(run_ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, float]]:
-    """Every run's events (a list: exactly one is expected) and when the last one fired."""
+async def wait_all(run_ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, float], set[int]]:
+    """Every run's events (a list: exactly one is expected), when the last one fired, and the
+    runs whose trigger was moved before its event."""
     events: dict[int, list[Any]] = defaultdict(list)
     fired: dict[int, float] = {}
 
@@ -72,16 +73,18 @@ async def wait_all(run_ids: list[int]) -> tuple[dict[int, list[Any]], dict[int, 
     triggers = {run_id: DatabricksRunTrigger(run_id=run_id) for run_id in run_ids}
     tasks = {run_id: asyncio.ensure_future(follow(t)) for run_id, t in triggers.items()}
     await asyncio.sleep(15)
+    moved = set()
     # A triggerer hands a third of its triggers over: their coroutines are cancelled (as on
     # shutdown) and rebuilt from serialize() elsewhere, here in the same loop.
     for run_id in run_ids[::MOVED_SHARE]:
         if not tasks[run_id].done():
             tasks[run_id].cancel()
+            moved.add(run_id)
             classpath, kwargs = triggers[run_id].serialize()
             assert classpath == "airflow_dbx.trigger.DatabricksRunTrigger"
             tasks[run_id] = asyncio.ensure_future(follow(DatabricksRunTrigger(**kwargs)))
     await asyncio.wait_for(asyncio.gather(*tasks.values(), return_exceptions=True), BUDGET)
-    return events, fired
+    return events, fired, moved
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +97,17 @@ def outcome() -> Any:
             expected = submit_runs(RUNS)
             since = workspace.admin("GET", "requests?since=0")["next"]
             workspace.admin("POST", "rate_limit", preset="databricks")
-            events, fired = asyncio.run(wait_all(list(expected)))
+            events, fired, moved = asyncio.run(wait_all(list(expected)))
             runs = {run["run_id"]: run for run in workspace.admin("GET", "runs")["runs"]}
             log = workspace.admin("GET", f"requests?since={since}")["requests"]
             counters = workspace.admin("GET", "counters")
-            yield expected, events, fired, runs, log, counters
+            yield expected, events, fired, runs, log, counters, moved
         finally:
             workspace.stop()
 
 
 def test_every_trigger_fires_once_with_the_run_as_runs_get_shows_it(outcome: Any) -> None:
-    expected, events, _fired, runs, _log, counters = outcome
+    expected, events, _fired, runs, _log, counters, _moved = outcome
     failed = {r: e for r, evs in events.items() for e in evs if isinstance(e, BaseException)}
     assert not failed, f"{len(failed)} triggers failed, e.g. {next(iter(failed.values()))!r}"
     assert sorted(events) == sorted(expected), "a run had no event"
@@ -120,14 +123,14 @@ def test_every_trigger_fires_once_with_the_run_as_runs_get_shows_it(outcome: Any
 
 
 def test_no_event_fires_before_its_run_ended(outcome: Any) -> None:
-    _expected, _events, fired, runs, _log, _counters = outcome
+    _expected, _events, fired, runs, _log, _counters, _moved = outcome
     early = {r: (when, runs[r]["end_time"]) for r, when in fired.items()
              if not runs[r]["end_time"] or when * 1000 < runs[r]["end_time"]}
     assert not early, f"{len(early)} events before the run's end, e.g. {next(iter(early.items()))}"
 
 
 def test_each_end_is_confirmed_by_one_runs_get_before_its_event(outcome: Any) -> None:
-    _expected, _events, fired, runs, log, _counters = outcome
+    _expected, _events, fired, runs, log, _counters, moved = outcome
     answered: dict[int, list[float]] = defaultdict(list)
     for record in log:
         if record["path"].endswith("/jobs/runs/get") and record["status"] == 200:
@@ -137,11 +140,14 @@ def test_each_end_is_confirmed_by_one_runs_get_before_its_event(outcome: Any) ->
         # A request answered just before the end can be logged a moment after it.
         after_end = [t for t in answered[run_id] if t >= end - 0.005]
         assert after_end and min(after_end) <= when, f"run {run_id}: no runs/get after its end before the event"
-        assert len([t for t in after_end if t > end + 0.005]) <= 1, f"run {run_id}: its end was read more than once"
+        late = [round(t - end, 3) for t in after_end if t > end + 0.005]
+        # A trigger moved after the end was read but before its event fired reads it once more.
+        assert len(late) <= (2 if run_id in moved else 1), f"run {run_id}: its end was read more than once ({late} s after it, event at " \
+            f"{round(when - end, 3)} s)"
 
 
 def test_the_runs_list_pages_did_the_watching(outcome: Any) -> None:
-    expected, _events, _fired, _runs, log, _counters = outcome
+    expected, _events, _fired, _runs, log, _counters, _moved = outcome
     listed = sum(1 for r in log if r["path"].endswith("/jobs/runs/list"))
     got = sum(1 for r in log if r["path"].endswith("/jobs/runs/get"))
     assert listed > 0
