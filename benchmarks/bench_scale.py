@@ -40,26 +40,26 @@ def verdict(payload: dict[str, Any]) -> str:
     return "success" if result == "SUCCESS" else f"failed:{result or payload.get('status')}"
 
 
-async def follow(trigger: Any, run_id: int, out: dict[int, dict[str, Any]]) -> None:
+async def follow(trigger: Any, key: str, out: dict[str, dict[str, Any]]) -> None:
     try:
         async for event in trigger.run():
-            out[run_id] = {"fired": time.time(), "verdict": verdict(event.payload)}
+            out[key] = {"fired": time.time(), "verdict": verdict(event.payload)}
             return
-        out[run_id] = {"fired": time.time(), "verdict": "no_event"}
+        out[key] = {"fired": time.time(), "verdict": "no_event"}
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # counted as an error, never fatal to the benchmark
-        out[run_id] = {"fired": time.time(), "verdict": "error", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        out[key] = {"fired": time.time(), "verdict": "error", "detail": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     index, count = (int(x) for x in args.partition.split("/"))
     plan = [p for p in json.loads(Path(args.plan).read_text()) if p["run_id"] % count == index]
-    out: dict[int, dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}  # by "connection/run id": run ids repeat across workspaces
     cpu_samples: list[tuple[float, float]] = []
     tasks = [
         asyncio.create_task(follow(make_trigger(args.provider, p["run_id"], args.period, conn_id=p["conn_id"]),
-                                   p["run_id"], out))
+                                   f"{p['conn_id']}/{p['run_id']}", out))
         for p in plan
     ]
     emit("started", n=len(tasks))
@@ -73,7 +73,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         task.cancel()
     await asyncio.wait(tasks, timeout=60) if tasks else None
     return {"provider": args.provider, "partition": args.partition, "n": len(plan), "events": out,
-            "missed": [p["run_id"] for p in plan if p["run_id"] not in out], "cpu": cpu_samples}
+            "missed": [p["run_id"] for p in plan if f"{p['conn_id']}/{p['run_id']}" not in out], "cpu": cpu_samples}
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -90,11 +90,11 @@ def _measure(ctx: dict[str, Any], provider: str, name: str, emulators: list[Emul
         lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         results += [line for line in lines if line.get("event") == "result"]
     ended = time.time()
-    runs: dict[int, dict[str, Any]] = {}
+    runs: dict[str, dict[str, Any]] = {}  # by "connection/run id": each workspace numbers its runs
     requests: list[dict[str, Any]] = []
-    for emu, mark in zip(emulators, marks, strict=True):
+    for w, (emu, mark) in enumerate(zip(emulators, marks, strict=True)):
         client = EmulatorClient(emu.url)
-        runs.update({r["run_id"]: r for r in client.call("GET", "/__emulator__/runs")["runs"]})
+        runs.update({f"{CONN_ID}_{w}/{r['run_id']}": r for r in client.call("GET", "/__emulator__/runs")["runs"]})
         requests += [r for r in client.call("GET", f"/__emulator__/requests?since={mark}")["requests"]
                      if not r["path"].startswith("/__emulator__")]
         client.close()
@@ -108,23 +108,24 @@ def _connection(provider: str, url: str) -> str:
     return connection_json(provider, url)
 
 
-def judge(provider: str, name: str, plan: list[dict[str, Any]], runs: dict[int, dict[str, Any]],
+def judge(provider: str, name: str, plan: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
           requests: list[dict[str, Any]], results: list[dict[str, Any]], started: float, ended: float,
           **config: Any) -> dict[str, Any]:
-    events: dict[int, dict[str, Any]] = {}
+    events: dict[str, dict[str, Any]] = {}
     cpu = 0.0
     for result in results:
-        events.update({int(k): v for k, v in result["events"].items()})
+        events.update(result["events"])
         if len(result["cpu"]) >= 2:
             cpu += result["cpu"][-1][1] - result["cpu"][0][1]
     latencies, early, wrong, errors, timeline_latency = [], 0, 0, 0, []
     baseline = 0
     run_minutes = 0.0
     for item in plan:
-        run = runs[item["run_id"]]
+        key = f"{item['conn_id']}/{item['run_id']}"
+        run = runs[key]
         begin, end = run.get("start_time", 0) / 1000, (run.get("end_time") or 0) / 1000
         baseline += math.floor(max(end - begin, 0) / POLL_PERIOD) + 1
-        event = events.get(item["run_id"])
+        event = events.get(key)
         if event is None:
             continue
         run_minutes += max(event["fired"] - started, 0) / 60
