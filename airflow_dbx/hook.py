@@ -205,6 +205,19 @@ class DatabricksHook(BaseHook):
         }
         return self._api.run(self._pages(LIST_RUNS, params, "runs", limit))
 
+    async def a_active_runs_page(
+        self, page_token: str | None = None, start_time_from: int | None = None, start_time_to: int | None = None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page (25 runs, newest first) of the workspace's active runs, those started in the
+        given window (epoch ms, inclusive) if any, and the next page's token."""
+        params = {
+            "active_only": True, "limit": RUNS_LIST_PAGE, "page_token": page_token,
+            "start_time_from": start_time_from, "start_time_to": start_time_to,
+        }
+        data = await self._api.arun(self._data(LIST_RUNS, params=params))
+        token = data.get("next_page_token") if data.get("has_more", True) else None
+        return list(data.get("runs") or []), token or None
+
     # ------------------------------------------------------------------ waiting
 
     def wait_for_run(self, run_id: int, watcher: Watcher) -> Run | None:

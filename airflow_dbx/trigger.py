@@ -224,10 +224,19 @@ class DatabricksRunTrigger(_CancellingTrigger):
         if self.task_key is not None:
             run = await hook.a_wait_for_task(self.run_id, self.task_key, watcher)
         else:
-            run = await hook.a_wait_for_run(self.run_id, watcher)
+            run = await self._wait_for_run(hook, watcher)
         if run is None:
             return await self._time_out(hook)
         return await hook.a_summarise(run, allow_success_with_failures=self.allow_success_with_failures)
+
+    async def _wait_for_run(self, hook: DatabricksHook, watcher: Watcher) -> Run | None:
+        """With the workspace's other waiters in this process (``airflow_dbx.sharing``), or alone."""
+        from airflow_dbx.sharing import wait_shared
+
+        return await wait_shared(
+            hook, self.run_id, self.polling_period_seconds, self.deadline,
+            lambda: hook.a_wait_for_run(self.run_id, watcher),
+        )
 
     async def _watched(self, hook: DatabricksHook) -> Run:
         """The run watched: ``run_id``, or with ``task_key`` the latest attempt of that task in it."""

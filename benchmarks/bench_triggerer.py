@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import emit, fetch, percentile, poll_count
+from common import emit, fetch, percentile, poll_count, total_requests
 from providers import ConnectionCounter, LagTicker, make_sql_trigger, make_trigger
 
 
@@ -104,6 +104,10 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         "window_s": window,
         "polls": polls,
         "polls_per_s": polls / window,
+        # Every API request (ours reads pages of active runs for most of its waiters) and the
+        # CPU per waiting run and minute, the figures that compare however a provider waits.
+        "requests": total_requests(counters1) - total_requests(counters0),
+        "cpu_ms_per_run_minute": 1000 * cpu / (args.n * window / 60),
         "offered_per_s": args.n / args.period,
         "cpu_s": cpu,
         "cpu_ms_per_poll": 1000 * cpu / polls if polls else None,

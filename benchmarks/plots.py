@@ -86,10 +86,39 @@ def latency(out: Path, dest: Path) -> list[str]:
     return [name]
 
 
+def scale(out: Path, dest: Path) -> list[str]:
+    path = out / "scale.json"
+    if not path.exists():
+        return []
+    samples = [s for s in json.loads(path.read_text())["samples"] if s["scenario"] == "one"]
+    if not samples:
+        return []
+    fig, (rate, latency) = plt.subplots(1, 2, figsize=(12, 4))
+    for s in samples:
+        color = COLORS[s["provider"]]
+        seconds = [t for t, _ in s["timeline"]["per_second"]]
+        rate.plot(seconds, [v[0] for _, v in s["timeline"]["per_second"]], color=color, label=f"{s['provider']} sent")
+        rate.plot(seconds, [v[1] for _, v in s["timeline"]["per_second"]], color=color, linestyle=":",
+                  label=f"{s['provider']} 429")
+        points = s["timeline"]["latency"]
+        latency.scatter([p[0] for p in points], [p[1] for p in points], s=3, color=color, label=s["provider"])
+    rate.set_title("API requests per second (runs/get limit: 100/s)")
+    rate.set_xlabel("seconds since the triggers started")
+    rate.legend()
+    latency.set_title("detection latency (s) by the run's end")
+    latency.set_xlabel("run ended at (s since the triggers started)")
+    latency.set_yscale("log")
+    latency.legend()
+    fig.tight_layout()
+    name = "scale.png"
+    fig.savefig(dest / name, dpi=90)
+    return [name]
+
+
 def main() -> None:
     out, dest = Path(sys.argv[1]), Path(sys.argv[2])
     dest.mkdir(parents=True, exist_ok=True)
-    print(" ".join(triggerer(out, dest) + latency(out, dest)))
+    print(" ".join(triggerer(out, dest) + latency(out, dest) + scale(out, dest)))
 
 
 if __name__ == "__main__":

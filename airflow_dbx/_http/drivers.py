@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import requests
 
+from airflow_dbx.sharing import PACING
 from airflow_dbx.waiting import Plan, Sleep
 
 from .exchange import Authorize, NoReply, Reply, Request
 from .pool import SESSIONS
+from .retry import parse_retry_after
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -180,6 +182,7 @@ class AiohttpDriver(_Driver):
 
     async def send(self, request: Request) -> Reply | NoReply:
         session = await SESSIONS.get(self.settings.base_url, self.settings.verify)
+        await PACING.wait(self.settings.base_url, request.label)  # under the workspace's limits
         started, sent = time.monotonic(), time.time()
         try:
             async with session.request(
@@ -191,5 +194,8 @@ class AiohttpDriver(_Driver):
             return _no_reply(exc)
         _logged(request, response.status, started)
         self.clock.saw(response.headers.get("Date"), sent, time.time())
-        return Reply(response.status, content, response.headers.get("Retry-After"))
+        retry_after = response.headers.get("Retry-After")
+        if response.status == 429:  # every waiter on this endpoint holds off, not just this one
+            PACING.throttled(self.settings.base_url, request.label, parse_retry_after(retry_after))
+        return Reply(response.status, content, retry_after)
 

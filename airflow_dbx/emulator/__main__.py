@@ -13,6 +13,7 @@ from aiohttp import web
 
 from airflow_dbx.emulator.app import State, make_app
 from airflow_dbx.emulator.auth import Client
+from airflow_dbx.emulator.faults import RATE_LIMIT_PRESETS
 from airflow_dbx.emulator.server import DEFAULT_TOKEN
 
 if TYPE_CHECKING:
@@ -24,6 +25,17 @@ def _pair(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"expected NAME:SECRET, got {text!r}")
     return name, secret
+
+
+def _limit(text: str) -> tuple[str | None, float]:
+    path, sep, rate = text.partition("=")
+    try:
+        per_second = float(rate)
+    except ValueError:
+        per_second = 0.0
+    if not sep or not path or per_second <= 0:
+        raise argparse.ArgumentTypeError(f"expected PATH=PER_SECOND with a positive rate, got {text!r}")
+    return (None if path == "*" else path), per_second
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,6 +50,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--basic-user", type=_pair, action="append", default=[], metavar="USER:PASSWORD")
     parser.add_argument("--oauth-client", type=_pair, action="append", default=[], metavar="CLIENT_ID:SECRET")
     parser.add_argument("--cluster", action="append", default=[], help="an existing_cluster_id to accept")
+    parser.add_argument(
+        "--rate-limits", choices=sorted(RATE_LIMIT_PRESETS),
+        help="per-endpoint request limits of a preset (databricks: the documented per-workspace limits)",
+    )
+    parser.add_argument(
+        "--rate-limit", type=_limit, action="append", default=[], metavar="PATH=PER_SECOND",
+        help="429 beyond PER_SECOND requests on PATH (e.g. jobs/runs/get=100; '*' for the whole workspace)",
+    )
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -58,6 +78,10 @@ async def serve(args: argparse.Namespace) -> None:
     for client_id, secret in args.oauth_client:
         state.credentials.oauth_clients[client_id] = Client(secret, 3600.0)
     state.engine.clusters.update(args.cluster)
+    if args.rate_limits:
+        state.faults.set_rate_limit_preset(args.rate_limits)
+    for path, per_second in args.rate_limit:
+        state.faults.set_rate_limit(path, per_second, None, "seconds")
     runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     stop = asyncio.Event()

@@ -8,10 +8,11 @@ Every route needs the same credentials as the Jobs API; bodies and answers are J
                          "path": "jobs/runs/submit", "count": 1, "status": 503, "retry_after": 2,
                          "body": {...}, "seconds": 2.0, "retry_after_format": "seconds"|"http-date"}``;
                          ``path``/``method`` may be ``"*"``
-``GET faults``           the pending faults; ``DELETE faults`` drops them and every rate limit
+``GET faults``           the pending faults and the rate limits; ``DELETE faults`` drops them and every rate limit
 ``POST rate_limit``      ``{"path": "jobs/runs/get" or null, "per_second": 5, "burst": 5,
                          "retry_after_format": "seconds"|"http-date"}``; ``per_second`` null or 0
-                         removes the limit
+                         removes the limit; ``{"preset": "databricks"}`` sets Databricks'
+                         documented per-endpoint limits (``faults.RATE_LIMIT_PRESETS``)
 ``GET requests``         ``{"requests": [RequestRecord as a dict, ...], "next": N}``; ``?since=N``
                          returns only the records after the first N
 ``GET runs``             ``{"runs": [snapshot, ...]}``; ``?run_id=N`` returns one snapshot
@@ -71,6 +72,9 @@ def _add_fault(state: State, request: web.Request, body: dict[str, Any]) -> dict
 
 
 def _set_rate_limit(state: State, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+    if body.get("preset") is not None:
+        state.faults.set_rate_limit_preset(body["preset"])
+        return {}
     form = body.get("retry_after_format", "seconds")
     state.faults.set_rate_limit(body.get("path"), body.get("per_second"), body.get("burst"), form)
     return {}
@@ -127,7 +131,10 @@ _ROUTES: dict[str, Route] = {
         "ok": True, "url": state.engine.base_url, "time_scale": state.engine.time_scale
     },
     "POST faults": _add_fault,
-    "GET faults": lambda state, request, body: {"faults": [vars(f) for f in state.faults.rules]},
+    "GET faults": lambda state, request, body: {
+        "faults": [vars(f) for f in state.faults.rules],
+        "rate_limits": {path or "*": bucket.per_second for path, bucket in state.faults.limits.items()},
+    },
     "DELETE faults": _done(lambda state, body: state.faults.clear()),
     "POST rate_limit": _set_rate_limit,
     "GET requests": _requests,

@@ -72,6 +72,20 @@ class Bucket:
         return (1 - self.tokens) / self.per_second
 
 
+# Per-workspace request limits Databricks documents for the Jobs API (resource limits page,
+# "API rate limits": runs/get 100/s, runs/submit 35/s, run-now and jobs/create 20/s). The page
+# lists no figure for runs/list; the preset assumes 30/s, the rate most unlisted APIs get.
+RATE_LIMIT_PRESETS: dict[str, dict[str, float]] = {
+    "databricks": {
+        "jobs/runs/get": 100.0,
+        "jobs/runs/submit": 35.0,
+        "jobs/run-now": 20.0,
+        "jobs/create": 20.0,
+        "jobs/runs/list": 30.0,
+    },
+}
+
+
 class Faults:
     def __init__(self) -> None:
         self.rules: list[Fault] = []
@@ -106,6 +120,13 @@ class Faults:
         _check_format(form)
         size = float(burst if burst is not None else max(1.0, per_second))
         self.limits[key] = Bucket(float(per_second), size, size, time.monotonic(), form)
+
+    def set_rate_limit_preset(self, name: str) -> None:
+        """Every per-endpoint limit of preset ``name`` (RATE_LIMIT_PRESETS), Retry-After in seconds."""
+        if name not in RATE_LIMIT_PRESETS:
+            raise ValueError(f"preset must be one of {sorted(RATE_LIMIT_PRESETS)}, got {name!r}")
+        for path, per_second in RATE_LIMIT_PRESETS[name].items():
+            self.set_rate_limit(path, per_second, None, "seconds")
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first fault that matches, consumed by one."""

@@ -38,9 +38,13 @@ class Emulator:
         *,
         clock: Callable[[], float] | None = None,
         cancel_terminating_seconds: float | None = None,
+        rate_limits: str | None = None,
     ) -> None:
-        """``clock`` (epoch seconds, default ``time.time``) lets a test step run life cycles by hand."""
+        """``clock`` (epoch seconds, default ``time.time``) lets a test step run life cycles by hand;
+        ``rate_limits`` names a preset of per-endpoint limits (``"databricks"``: the documented ones)."""
         self._state = State(time_scale, clock)
+        if rate_limits is not None:
+            self._state.faults.set_rate_limit_preset(rate_limits)
         if cancel_terminating_seconds is not None:
             self.cancel_terminating_seconds = cancel_terminating_seconds
         self._state.credentials.pats.add(token)
@@ -278,6 +282,11 @@ class Emulator:
         """
         with self._state.lock:
             self._state.faults.set_rate_limit(path, per_second, burst, retry_after_format)
+
+    def set_rate_limit_preset(self, name: str) -> None:
+        """The per-endpoint limits of preset ``name`` (``"databricks"``: Databricks' documented ones)."""
+        with self._state.lock:
+            self._state.faults.set_rate_limit_preset(name)
 
     def clear_faults(self) -> None:
         with self._state.lock:

@@ -1,0 +1,181 @@
+"""The pure parts of the shared watcher: pacing, sweep scheduling, which runs a sweep shows ended."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_dbx.sharing import CLIENT_RATES, Pace, Pacing, Sweep, endpoint_of
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def no_jitter(low: float, high: float) -> float:
+    return low
+
+
+def test_a_pace_lets_a_burst_through_then_spaces_requests() -> None:
+    clock = FakeClock()
+    pace = Pace(10.0, burst=3, clock=clock, uniform=no_jitter)
+    assert [pace.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    waits = [pace.reserve() for _ in range(3)]
+    assert waits == pytest.approx([0.1, 0.2, 0.3])
+    clock.now += 10  # idle: the bucket refills, but never beyond its burst
+    assert [pace.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert pace.reserve() == pytest.approx(0.1)
+
+
+def test_over_any_window_a_pace_keeps_to_its_rate() -> None:
+    clock = FakeClock()
+    pace = Pace(50.0, clock=clock, uniform=no_jitter)
+    sends = []
+    for _ in range(1000):  # 1,000 requests reserved at once: when would each go?
+        sends.append(clock.now + pace.reserve())
+    last = max(sends)
+    assert last == pytest.approx(1000.0 + (1000 - 50) / 50.0)
+    def in_second(start: float) -> int:
+        return sum(1 for s in sends if start <= s < start + 1)
+
+    assert max(in_second(start) for start in sends) <= 50 + 50  # the burst, then the rate
+    assert max(in_second(start) for start in sends if start >= 1001.0) <= 50 + 1
+
+
+def test_jitter_only_delays_a_request_within_one_slot() -> None:
+    clock = FakeClock()
+    pace = Pace(10.0, burst=1, clock=clock, uniform=lambda low, high: high)
+    assert pace.reserve() == 0.0
+    assert pace.reserve() == pytest.approx(0.2)  # its slot (0.1) plus at most one slot of jitter
+
+
+def test_a_429_holds_the_endpoint_for_its_retry_after() -> None:
+    clock = FakeClock()
+    pace = Pace(100.0, clock=clock, uniform=no_jitter)
+    pace.hold(4.0)
+    assert pace.reserve() == pytest.approx(4.01)
+    clock.now += 5
+    assert pace.reserve() == 0.0
+
+
+def test_a_pace_refuses_a_rate_that_is_not_positive() -> None:
+    with pytest.raises(ValueError, match="per_second must be positive"):
+        Pace(0)
+
+
+def test_paths_map_to_their_endpoint_and_ids_do_not_make_new_ones() -> None:
+    assert endpoint_of("/api/2.2/jobs/runs/get") == "jobs/runs/get"
+    assert endpoint_of("/api/2.0/sql/statements/01ef-77/result/chunks/2") == "sql/statements"
+    assert endpoint_of("/api/2.0/sql/statements/01ef-78") == "sql/statements"
+    pacing = Pacing(FakeClock())
+    one = pacing.pace("https://a", "/api/2.0/sql/statements/01ef-77")
+    assert pacing.pace("https://a", "/api/2.0/sql/statements/99aa-01") is one
+    assert pacing.pace("https://b", "/api/2.0/sql/statements/01ef-77") is not one  # per workspace
+    assert CLIENT_RATES["jobs/runs/get"] * 2 <= 100  # two triggerers stay under the documented limit
+
+
+def listed(*pairs: tuple[int, int]) -> list[dict[str, int]]:
+    return [{"run_id": run_id, "start_time": start} for run_id, start in pairs]
+
+
+def test_a_run_missing_from_a_whole_sweep_is_a_candidate_once() -> None:
+    sweep = Sweep()
+    for run_id in (1, 2, 3):
+        sweep.add(run_id, 30)
+    sweep.begin()
+    assert sweep.page(listed((9, 500), (3, 400))) == []
+    assert sweep.page(listed((1, 100))) == []  # start times unknown yet: wait for the end
+    assert sweep.finish() == [2]
+    sweep.begin()
+    assert sweep.page(listed((9, 500), (1, 100))) == [3]  # 3 started at 400: inside what was read
+    assert sweep.finish() == [2]  # still registered (not confirmed ended): proposed again
+
+
+def test_a_run_registered_during_a_sweep_waits_for_the_next_one() -> None:
+    sweep = Sweep()
+    sweep.add(1, 30)
+    sweep.begin()
+    sweep.add(2, 30)
+    assert sweep.page(listed((1, 100))) == []
+    assert sweep.finish() == []
+    sweep.begin()
+    assert sweep.finish() == [1, 2]
+
+
+def test_runs_at_the_edge_of_what_was_read_wait_for_the_end_of_the_sweep() -> None:
+    sweep = Sweep()
+    sweep.add(1, 30)
+    sweep.add(2, 30)
+    sweep.begin()
+    sweep.page(listed((1, 300), (2, 200)))
+    sweep.finish()
+    sweep.begin()
+    assert sweep.page(listed((7, 300))) == []  # run 1 started at 300, not strictly inside
+    assert sweep.page(listed((8, 100))) == [2]
+    assert sweep.finish() == [1]
+
+
+def test_a_removed_run_is_never_proposed() -> None:
+    sweep = Sweep()
+    sweep.add(1, 30)
+    sweep.begin()
+    sweep.remove(1)
+    assert sweep.finish() == []
+
+
+def test_sweeps_come_every_two_to_five_seconds_costing_a_quarter_of_per_run_polling() -> None:
+    sweep = Sweep()
+    for run_id in range(2000):
+        sweep.add(run_id, 30)
+    sweep.pages = 80  # 2,000 active runs
+    assert sweep.interval() == pytest.approx(4.8)  # 80 pages / 4.8 s = a quarter of 2,000 / 30 s
+    sweep.pages = 200
+    assert sweep.interval() == Sweep.SLOWEST
+    sweep.pages = 1
+    assert sweep.interval() == Sweep.FASTEST
+
+
+def test_per_run_polling_takes_over_when_the_workspace_is_crowded_or_few_runs_wait() -> None:
+    sweep = Sweep()
+    for run_id in range(5):
+        sweep.add(run_id, 30)
+    assert not sweep.worth_it(pages=1)  # five runs at 30 s: 1 request/6 s, less than a page every 5 s
+    sweep.add(5, 30)
+    assert sweep.worth_it(pages=1)
+    for run_id in range(6, 1000):
+        sweep.add(run_id, 30)
+    assert sweep.worth_it(pages=160)  # 4,000 active runs in the workspace, 1,000 of them here
+    assert not sweep.worth_it(pages=400)  # 10,000: per-run polling costs less
+    fast = Sweep()
+    fast.add(1, 1)
+    assert fast.worth_it(pages=1)  # one run polled every second costs more than a page every 5 s
+
+
+def test_known_start_times_split_into_windows_listed_side_by_side() -> None:
+    sweep = Sweep()
+    for run_id in range(1, 9):
+        sweep.add(run_id, 30)
+    assert sweep.windows(4) == [(None, None)]  # start times unknown: one listing of everything
+    sweep.begin()
+    sweep.page(listed(*((run_id, 100 * run_id) for run_id in range(8, 0, -1))))
+    sweep.finish()
+    assert sweep.windows(4) == [(100, 200), (300, 400), (500, 600), (700, 800)]
+    sweep.started[3] = 200  # runs that started in the same millisecond stay in one window
+    assert sweep.windows(4)[0] == (100, 200) and sweep.windows(4)[1] == (400, 500)
+
+
+def test_a_window_proposes_only_its_own_runs_once_its_pages_are_read() -> None:
+    sweep = Sweep()
+    for run_id in (1, 2, 3, 4):
+        sweep.add(run_id, 30)
+        sweep.started[run_id] = 100 * run_id
+    early, late = (100, 200), (300, 400)
+    sweep.begin([early, late])
+    assert sweep.page(listed((2, 200)), early) == []
+    assert sweep.finish_window(early) == [1]  # run 1 was not in its window's listing
+    assert sweep.page(listed((4, 400), (3, 300)), late) == []
+    assert sweep.finish() == []
+    assert sweep.page(listed((9, 900)), (500, 600)) == []  # a page from a sweep that is over
