@@ -60,6 +60,9 @@ def operator_lineage(task: LineageMixin) -> OperatorLineage:  # type: ignore[typ
     if query:
         job_facets["sql"] = sql_job.SQLJobFacet(query=query)
         inputs, outputs = sql_datasets(query, namespace, *task.lineage_default_names())
+    locations, tables = task.lineage_known_datasets()
+    inputs += [location_dataset(uri) for uri in locations]
+    outputs += [Dataset(namespace=namespace, name=name) for name in qualified(tables, *task.lineage_default_names())]
     return OperatorLineage(inputs=inputs, outputs=outputs, run_facets=run_facets, job_facets=job_facets)
 
 
@@ -82,6 +85,25 @@ def table_names(sql: str, catalog: str | None, schema: str | None) -> tuple[list
         return ".".join(part for part in parts if part).lower()
 
     return [name(t) for t in meta.in_tables], [name(t) for t in meta.out_tables]
+
+
+def qualified(tables: list[str], catalog: str | None, schema: str | None) -> list[str]:
+    """``catalog.schema.table`` names, lower case, with the defaults for the parts a name lacks."""
+    names = []
+    for table in tables:
+        parts: list[str | None] = [part.strip("`") for part in table.split(".")]
+        if len(parts) == 1:
+            parts = [schema, *parts]
+        if len(parts) == 2:
+            parts = [catalog, *parts]
+        names.append(".".join(part for part in parts if part).lower())
+    return names
+
+
+def location_dataset(uri: str) -> Dataset:
+    """A storage location as OpenLineage names one: ``scheme://authority`` and the path."""
+    parts = urlsplit(uri)
+    return Dataset(namespace=f"{parts.scheme}://{parts.netloc}", name=parts.path.strip("/") or "/")
 
 
 def sql_datasets(

@@ -157,6 +157,10 @@ class LineageMixin:
         """The catalog and schema an unqualified table name belongs to."""
         return None, None
 
+    def lineage_known_datasets(self) -> tuple[list[str], list[str]]:
+        """What the task reads (storage URIs) and writes (table names) that no SQL parser finds."""
+        return [], []
+
     def get_openlineage_facets_on_start(self) -> Any:
         from airflow_dbx._openlineage import operator_lineage
 

@@ -151,3 +151,18 @@ def test_importing_the_operators_loads_nothing_of_openlineage() -> None:
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"
+
+
+def test_copy_into_reports_its_files_and_its_table(set_connection) -> None:
+    pytest.importorskip("airflow.providers.openlineage")
+    from airflow_dbx.operators import DatabricksCopyIntoOperator
+
+    set_connection(host="https://adb-7.azuredatabricks.net", password="dapi-lineage-copy")
+    task = DatabricksCopyIntoOperator(
+        task_id="load", warehouse_id=WAREHOUSE, catalog="Main", schema="shop", table_name="Sales",
+        file_location="s3://lake/landing/sales/", file_format="CSV",
+    )
+    lineage = task.get_openlineage_facets_on_start()
+    assert [(d.namespace, d.name) for d in lineage.inputs] == [("s3://lake", "landing/sales")]
+    assert [(d.namespace, d.name) for d in lineage.outputs] == [("databricks://adb-7.azuredatabricks.net", "main.shop.sales")]
+    assert lineage.job_facets["sql"].query.startswith("COPY INTO `Sales`")
