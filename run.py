@@ -17,6 +17,8 @@ deployment suites' extra packages are installed when they are asked for
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterator, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent
 AIRFLOW_LINES = {"3.1": ">=3.1,<3.2", "3.2": ">=3.2,<3.3", "3.3": ">=3.3,<3.4"}
@@ -167,7 +169,7 @@ def environment(line: str, extras: frozenset[str]) -> Path:
     steps = [[*pip, "--upgrade", "pip", "setuptools", "wheel"]] if fresh else []
     steps.append([*pip, "-e", f"{ROOT}{suffix}", *airflow_reqs])
     code = 0
-    with log.open("w") as out:
+    with _one_install_at_a_time(), log.open("w") as out:
         for step in steps:
             out.write(f"$ {' '.join(step)}\n")
             out.flush()
@@ -184,6 +186,20 @@ def environment(line: str, extras: frozenset[str]) -> Path:
     return env
 
 
+@contextlib.contextmanager
+def _one_install_at_a_time() -> Iterator[None]:
+    """Hold the checkout's install lock: an editable install writes into the source tree, so
+    two Airflow lines set up at once (CI runs lines side by side) take turns."""
+    lock = ROOT / ".venv" / "install.lock"
+    lock.parent.mkdir(exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def run_env(env: Path) -> dict[str, str]:
     """Variables for every command: the venv first on PATH, a throwaway-free Airflow home."""
     home = ROOT / ".airflow" / env.name
@@ -193,6 +209,9 @@ def run_env(env: Path) -> dict[str, str]:
         "PATH": f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(env),
         "AIRFLOW_HOME": str(home),
+        # Caches of their own, so lines can be tested side by side in one checkout.
+        "MYPY_CACHE_DIR": str(env / "mypy-cache"),
+        "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} -o cache_dir={env / 'pytest-cache'}".strip(),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags_examples"),
         "PYTHONDONTWRITEBYTECODE": "1",
