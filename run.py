@@ -209,9 +209,9 @@ def run_env(env: Path) -> dict[str, str]:
         "PATH": f"{env / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(env),
         "AIRFLOW_HOME": str(home),
-        # Caches of their own, so lines can be tested side by side in one checkout.
+        # mypy's cache holds one Airflow line's types: each line keeps its own, so lines can be
+        # checked side by side in one checkout.
         "MYPY_CACHE_DIR": str(env / "mypy-cache"),
-        "PYTEST_ADDOPTS": f"{os.environ.get('PYTEST_ADDOPTS', '')} -o cache_dir={env / 'pytest-cache'}".strip(),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags_examples"),
         "PYTHONDONTWRITEBYTECODE": "1",

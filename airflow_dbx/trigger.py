@@ -124,8 +124,13 @@ class _CancellingTrigger(BaseTrigger):
         state: str | None = "unknown"
         if ti is not None:
             try:
-                state = await asyncio.to_thread(
-                    compat.task_instance_state, ti.dag_id, ti.task_id, ti.run_id, ti.map_index
+                # Through asgiref, not a bare thread: the Task SDK's blocking call then sends its
+                # request on this event loop, where the triggerer serialises its messages (from a
+                # thread of its own, it raced the triggerer's and crashed the trigger runner).
+                from asgiref.sync import sync_to_async
+
+                state = await sync_to_async(compat.task_instance_state, thread_sensitive=False)(
+                    ti.dag_id, ti.task_id, ti.run_id, ti.map_index
                 )
             except Exception as exc:
                 log.warning("Could not read the task's state (%s)", type(exc).__name__)
