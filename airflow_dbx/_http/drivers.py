@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aiohttp
 import requests
 
-from airflow_dbx.sharing import PACING
 from airflow_dbx.waiting import Plan, Sleep
 
 from .exchange import Authorize, NoReply, Reply, Request
+from .pacing import PACING
 from .pool import SESSIONS
 from .retry import parse_retry_after
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_dbx.sharing import CLIENT_RATES, Pace, Pacing, Sweep, endpoint_of
+from airflow_dbx._http.pacing import CLIENT_RATES, Pace, Pacing, endpoint_of
+from airflow_dbx.sharing import Sweep
 
 
 class FakeClock:
