@@ -6,6 +6,7 @@
     python3 run.py test --airflow 3.1            # the same against the oldest supported Airflow
     python3 run.py test -- -k trigger            # everything after -- goes to pytest, verbatim
     python3 run.py test --airflow 3.1 -- tests/deployment -x
+    python3 run.py setup --airflow 3.2           # only set up that line's environment
 
 Options go before `--`, in any order around the command; pytest paths may also come before it.
 Needs only Python 3.10+ with pip and venv. Each Airflow line gets its own virtual environment
@@ -68,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["demo", "test"])
+    parser.add_argument("command", choices=["demo", "test", "setup"])
     parser.add_argument("--airflow", choices=sorted(AIRFLOW_LINES), default=NEWEST, help="Airflow line to use")
     parser.add_argument("paths", nargs="*", help="pytest paths; put pytest options after --")
     return parser
@@ -88,8 +89,8 @@ def parse_args(argv: Sequence[str]) -> Invocation:
     if any(arg == "--airflow" or arg.startswith("--airflow=") for arg in for_pytest):
         parser.error("--airflow goes before `--`: everything after `--` is passed to pytest")
     pytest_args = (*args.paths, *for_pytest)
-    if args.command == "demo" and pytest_args:
-        parser.error(f"the demo takes no pytest arguments (got {' '.join(pytest_args)})")
+    if args.command != "test" and pytest_args:
+        parser.error(f"{args.command} takes no pytest arguments (got {' '.join(pytest_args)})")
     return Invocation(command=args.command, airflow=args.airflow, pytest_args=pytest_args)
 
 
@@ -111,6 +112,7 @@ def extras_for(invocation: Invocation, environ: Mapping[str, str]) -> frozenset[
     ``test`` for the tests, plus each optional suite asked for."""
     if invocation.command == "demo":
         return frozenset({"emulator"})
+    # setup: the environment the tests would use, so a later test command installs nothing.
     extras = {"test", "emulator", "openlineage"}
     for extra, (variable, directory) in OPTIONAL_SUITES.items():
         # "1" asks for a suite; the deployment suite also takes "core" (a smaller set of scenarios).
@@ -232,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if invocation.command == "demo":
         return call(str(bin_dir / "python"), "scripts/demo.py")
+    if invocation.command == "setup":
+        print(f"{_display(env)} is ready", flush=True)
+        return 0
     for step in (
         (str(bin_dir / "ruff"), "check", "."),
         (str(bin_dir / "mypy"), "airflow_dbx"),

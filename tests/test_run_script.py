@@ -62,7 +62,8 @@ def test_documented_forms(argv: list[str], expected: tuple[str, str, tuple[str, 
     [
         (["test", "--", "-k", "x", "--airflow", "3.1"], "--airflow goes before `--`"),
         (["test", "--", "--airflow=3.1"], "--airflow goes before `--`"),
-        (["demo", "--", "-x"], "the demo takes no pytest arguments"),
+        (["demo", "--", "-x"], "demo takes no pytest arguments"),
+        (["setup", "tests/unit"], "setup takes no pytest arguments"),
         (["test", "--airflow", "2.10"], "invalid choice"),
         (["tset"], "invalid choice"),
         ([], "required"),
@@ -84,6 +85,11 @@ def extras(*argv: str, **environ: str) -> set[str]:
 
 def test_the_demo_needs_the_emulator_extra_only() -> None:
     assert extras("demo") == {"emulator"}
+
+
+def test_setup_prepares_what_the_same_test_command_would_need() -> None:
+    assert extras("setup", AIRFLOW_DBX_DEPLOYMENT="core") == extras("test", AIRFLOW_DBX_DEPLOYMENT="core")
+    assert "deployment" in extras("setup", AIRFLOW_DBX_DEPLOYMENT="core")
 
 
 def test_the_tests_need_the_test_and_emulator_extras_only_by_default() -> None:
