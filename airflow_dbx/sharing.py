@@ -79,6 +79,12 @@ class Sweep:
         rate = self._polling_rate() if runs is None else runs / 30.0
         return (self.pages if pages is None else pages) / self.SLOWEST <= self.CROWDED * rate + 1e-9
 
+    def keeps_going(self) -> bool:
+        """After a sweep: whether to sweep again. While it pays, and also while one page holds
+        every active run: the last runs of a batch cost a page every SLOWEST seconds at most, and
+        handed back to per-run polling their ends would be seen up to a period late."""
+        return self.pages <= 1 or self.worth_it()
+
     def interval(self) -> float:
         """Seconds between sweep starts, for the pages the last sweep read."""
         rate = self._polling_rate()
@@ -88,9 +94,11 @@ class Sweep:
 
     def windows(self, count: int) -> list[Window]:
         """Up to ``count`` start-time windows (ms, inclusive) that together hold every registered
-        run, to list side by side; one window of everything while a start time is unknown."""
+        run, to list side by side; one window of everything while a start time is unknown, and no
+        more windows than the last sweep read pages (each window costs a page at least)."""
         starts = sorted(self.started[r] for r in self.periods if r in self.started)
-        if not starts or len(starts) < len(self.periods):
+        count = min(count, self.pages)
+        if not starts or len(starts) < len(self.periods) or count <= 1:
             return [WHOLE]
         size = math.ceil(len(starts) / count)
         windows: list[Window] = []
@@ -170,13 +178,20 @@ class SharedWatcher:
         self.task: asyncio.Task[None] | None = None
         self.confirming: dict[int, asyncio.Task[None]] = {}
         self.crowded_until = 0.0
+        self.sweeping = asyncio.Event()  # set while sweeps run: runs polled alone may join them
+
+    @property
+    def crowded(self) -> bool:
+        return time.monotonic() < self.crowded_until
 
     def join(self, run_id: int, period: float) -> asyncio.Future[Any] | None:
         """A future for the end of ``run_id`` (None: poll it yourself, it is cheaper)."""
         self.sweep.alone.pop(run_id, None)
         self.sweep.add(run_id, period)
-        if time.monotonic() < self.crowded_until or not self.sweep.worth_it(pages=1):
-            # A crowded workspace, or too few waiters yet for a page every few seconds.
+        sweeping = self.task is not None and not self.task.done()
+        if self.crowded or not (sweeping or self.sweep.worth_it(pages=1)):
+            # A crowded workspace, or too few waiters yet for a page every few seconds (once
+            # sweeps run, one more run on their pages costs nothing).
             self.sweep.remove(run_id)
             self.sweep.alone[run_id] = period
             return None
@@ -184,7 +199,28 @@ class SharedWatcher:
         self.waiters.setdefault(run_id, []).append(future)
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
+            self.sweeping.set()
         return future
+
+    async def poll_alone(self, run_id: int, period: float, alone: Callable[[], Awaitable[Run | None]], *,
+                         until_sweeping: bool = False) -> Run | _PollYourself | None:
+        """``alone()``: the run polled by itself. ``until_sweeping``: only until sweeps begin
+        (then POLL_YOURSELF is turned round: join them), unless the workspace is crowded."""
+        self.sweep.alone[run_id] = period
+        polling = asyncio.ensure_future(alone())
+        try:
+            if until_sweeping and not self.crowded:
+                begun = asyncio.ensure_future(self.sweeping.wait())
+                try:
+                    await asyncio.wait({polling, begun}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    begun.cancel()
+                if not polling.done():
+                    return POLL_YOURSELF
+            return await polling
+        finally:
+            polling.cancel()  # a poll in flight when sweeps began, or the waiter was cancelled
+            self.sweep.alone.pop(run_id, None)
 
     def leave(self, run_id: int, future: asyncio.Future[Any]) -> None:
         self._release(run_id, future)
@@ -212,6 +248,12 @@ class SharedWatcher:
     async def _run(self) -> None:
         outage = Outage()
         try:
+            await self._sweep_until_done(outage)
+        finally:
+            self.sweeping.clear()
+
+    async def _sweep_until_done(self, outage: Outage) -> None:
+        try:
             while self.waiters:
                 began = time.monotonic()
                 try:
@@ -222,7 +264,7 @@ class SharedWatcher:
                     await asyncio.sleep(pause)
                     continue
                 outage.ended()
-                if not self.sweep.worth_it():
+                if not self.sweep.keeps_going():
                     self._stop_sweeping()
                     return
                 await asyncio.sleep(max(0.0, self.sweep.interval() - (time.monotonic() - began)))
@@ -317,6 +359,11 @@ async def wait_shared(
     ``runs/get``, or None once ``deadline`` passed."""
     watcher = watcher_for(hook)
     future = watcher.join(run_id, period)
+    if future is None:  # too few waiters yet: poll alone until enough join to sweep
+        polled = await watcher.poll_alone(run_id, period, alone, until_sweeping=True)
+        if polled is not POLL_YOURSELF:
+            return polled  # type: ignore[return-value]
+        future = watcher.join(run_id, period)
     if future is not None:
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         try:
@@ -327,8 +374,4 @@ async def wait_shared(
             watcher.leave(run_id, future)
         if result is not POLL_YOURSELF:
             return result  # type: ignore[no-any-return]
-        watcher.sweep.alone[run_id] = period
-    try:
-        return await alone()
-    finally:
-        watcher.sweep.alone.pop(run_id, None)
+    return await watcher.poll_alone(run_id, period, alone)  # type: ignore[return-value]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
 from airflow_dbx._http.pacing import CLIENT_RATES, Pace, Pacing, endpoint_of
-from airflow_dbx.sharing import Sweep
+from airflow_dbx.models import Run
+from airflow_dbx.sharing import Sweep, wait_shared, watcher_for
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 
 class FakeClock:
@@ -155,6 +162,20 @@ def test_per_run_polling_takes_over_when_the_workspace_is_crowded_or_few_runs_wa
     assert fast.worth_it(pages=1)  # one run polled every second costs more than a page every 5 s
 
 
+def test_once_sweeping_the_last_runs_stay_on_the_sweep_while_one_page_holds_them() -> None:
+    sweep = Sweep()
+    sweep.add(1, 30)
+    sweep.pages = 1
+    assert not sweep.worth_it()  # too few to start sweeping for ...
+    assert sweep.keeps_going()  # ... but a sweep that runs goes on for the last of a batch
+    sweep.pages = 2  # the workspace's other runs fill a second page: polling this one costs less
+    assert not sweep.keeps_going()
+    for run_id in range(2, 1000):
+        sweep.add(run_id, 30)
+    sweep.pages = 160
+    assert sweep.keeps_going()
+
+
 def test_known_start_times_split_into_windows_listed_side_by_side() -> None:
     sweep = Sweep()
     for run_id in range(1, 9):
@@ -163,6 +184,8 @@ def test_known_start_times_split_into_windows_listed_side_by_side() -> None:
     sweep.begin()
     sweep.page(listed(*((run_id, 100 * run_id) for run_id in range(8, 0, -1))))
     sweep.finish()
+    assert sweep.windows(4) == [(None, None)]  # one page held them all: one page again
+    sweep.pages = 80
     assert sweep.windows(4) == [(100, 200), (300, 400), (500, 600), (700, 800)]
     sweep.started[3] = 200  # runs that started in the same millisecond stay in one window
     assert sweep.windows(4)[0] == (100, 200) and sweep.windows(4)[1] == (400, 500)
@@ -180,3 +203,57 @@ def test_a_window_proposes_only_its_own_runs_once_its_pages_are_read() -> None:
     assert sweep.page(listed((4, 400), (3, 300)), late) == []
     assert sweep.finish() == []
     assert sweep.page(listed((9, 900)), (500, 600)) == []  # a page from a sweep that is over
+
+
+class Workspace:
+    """A stand-in for the hook's two reads: the active runs (one page) and one run."""
+
+    databricks_conn_id = "sweep_test"
+
+    def __init__(self, active: set[int]) -> None:
+        self.active = set(active)
+        self.gets: list[int] = []
+
+    async def a_active_runs_page(self, token: str | None, *window: int | None) -> tuple[list[dict[str, Any]], None]:
+        return listed(*((run_id, 1000 + run_id) for run_id in sorted(self.active, reverse=True))), None
+
+    async def a_get_run(self, run_id: int) -> Run:
+        self.gets.append(run_id)
+        state = {"life_cycle_state": "RUNNING"} if run_id in self.active else {
+            "life_cycle_state": "TERMINATED", "result_state": "SUCCESS"}
+        return Run.from_dict({"run_id": run_id, "state": state})
+
+
+async def test_a_batch_is_swept_from_its_first_run_to_its_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Sweep, "interval", lambda self: 0.01)  # sweeps back to back: the test's time is short
+    workspace = Workspace(set(range(1, 11)))
+    polled_alone: list[int] = []
+
+    def alone(run_id: int) -> Callable[[], Awaitable[Run | None]]:
+        async def poll() -> Run | None:  # per-run polling at the 30 s period: never done within this test
+            polled_alone.append(run_id)
+            await asyncio.sleep(60)
+            raise AssertionError(f"run {run_id} was left to poll alone")
+        return poll
+
+    waits = {run_id: asyncio.ensure_future(wait_shared(workspace, run_id, 30, None, alone(run_id)))  # type: ignore[arg-type]
+             for run_id in range(1, 11)}
+    await asyncio.sleep(0.1)
+    # The first five polled alone until the sixth made a page every few seconds worth it; then all joined.
+    assert sorted(set(polled_alone)) == [1, 2, 3, 4, 5]
+    workspace.active -= set(range(1, 10))  # nine end; run 10, too few to start sweeping for, stays
+    for run_id in range(1, 10):
+        assert (await asyncio.wait_for(waits[run_id], 5)).run_id == run_id  # type: ignore[union-attr]
+    await asyncio.sleep(0.1)
+    assert not waits[10].done()
+    late = asyncio.ensure_future(wait_shared(workspace, 11, 30, None, alone(11)))  # type: ignore[arg-type]
+    await asyncio.sleep(0.05)
+    workspace.active -= {10}
+    run = await asyncio.wait_for(waits[10], 5)
+    assert run is not None and run.run_id == 10 and run.state.is_terminal
+    assert workspace.gets.count(10) == 1  # one confirming runs/get, no polling
+    assert 11 not in polled_alone  # a newcomer joins the sweeps that run
+    late.cancel()
+    watcher = watcher_for(workspace)  # type: ignore[arg-type]
+    assert watcher.task is not None
+    await asyncio.wait_for(watcher.task, 5)  # nobody waits: the sweeps stop
