@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.errors import DatabricksApiError
-from airflow_dbx.waiting import Outage
+from airflow_dbx.waiting import Outage, Watcher
 
 if TYPE_CHECKING:
     from airflow_dbx.hook import DatabricksHook
@@ -48,12 +48,14 @@ class Sweep:
     """
 
     FASTEST = 2.0  # seconds between sweep starts, at least ...
-    SLOWEST = 5.0  # ... and at most
-    SHARE = 4.0  # a sweep costs at most 1/SHARE of polling each run at its period ...
-    CROWDED = 1.0  # ... and the sweep at SLOWEST at most this share of it, else per-run polling
+    SLOWEST = 6.0  # ... and at most
+    SHARE = 5.0  # a sweep costs at most 1/SHARE of polling each run on its own schedule ...
+    CROWDED = 1.0  # ... and the sweep at SLOWEST at most this share of polling at the period, else per-run polling
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
         self.periods: dict[int, float] = {}
+        self.since: dict[int, float] = {}  # run id -> when its wait began (epoch seconds)
         self.alone: dict[int, float] = {}  # runs of this process polled one by one, and their periods
         self.started: dict[int, int] = {}  # run id -> start_time (ms), as listed
         self.pages = 1
@@ -63,16 +65,27 @@ class Sweep:
         self._spans: dict[Window, tuple[int, int] | None] = {}
         self._read = 0
 
-    def add(self, run_id: int, period: float) -> None:
+    def add(self, run_id: int, period: float, since: float | None = None) -> None:
         self.periods[run_id] = max(period, 0.001)
+        self.since[run_id] = self._clock() if since is None else since
 
     def remove(self, run_id: int) -> None:
         self.periods.pop(run_id, None)
+        self.since.pop(run_id, None)
         self.started.pop(run_id, None)
 
     def _polling_rate(self) -> float:
         """Requests per second polling every registered run at its own period would cost."""
         return sum(1.0 / period for period in (*self.periods.values(), *self.alone.values()))
+
+    def _watching_rate(self) -> float:
+        """Requests per second the registered runs would cost on a :class:`Watcher`'s schedule,
+        which checks a young run often (most runs end young) and an old one once a period."""
+        now = self._clock()
+        return sum(
+            1.0 / min(max(Watcher.GROWTH * (now - self.since[run_id]), Watcher.FLOOR), period)
+            for run_id, period in self.periods.items()
+        ) + sum(1.0 / period for period in self.alone.values())
 
     def worth_it(self, runs: int | None = None, pages: int | None = None) -> bool:
         """Whether sweeping ``pages`` pages every SLOWEST seconds costs less than per-run polling."""
@@ -86,8 +99,9 @@ class Sweep:
         return self.pages <= 1 or self.worth_it()
 
     def interval(self) -> float:
-        """Seconds between sweep starts, for the pages the last sweep read."""
-        rate = self._polling_rate()
+        """Seconds between sweep starts, for the pages the last sweep read: a share of what
+        watching each run would cost, so sweeps come often while the runs are young."""
+        rate = self._watching_rate()
         if rate <= 0:
             return self.SLOWEST
         return min(max(self.SHARE * self.pages / rate, self.FASTEST), self.SLOWEST)
@@ -184,10 +198,11 @@ class SharedWatcher:
     def crowded(self) -> bool:
         return time.monotonic() < self.crowded_until
 
-    def join(self, run_id: int, period: float) -> asyncio.Future[Any] | None:
-        """A future for the end of ``run_id`` (None: poll it yourself, it is cheaper)."""
+    def join(self, run_id: int, period: float, since: float | None = None) -> asyncio.Future[Any] | None:
+        """A future for the end of ``run_id``, waited on since ``since`` (epoch seconds; None: now);
+        None: poll it yourself, it is cheaper."""
         self.sweep.alone.pop(run_id, None)
-        self.sweep.add(run_id, period)
+        self.sweep.add(run_id, period, since)
         sweeping = self.task is not None and not self.task.done()
         if self.crowded or not (sweeping or self.sweep.worth_it(pages=1)):
             # A crowded workspace, or too few waiters yet for a page every few seconds (once
@@ -353,17 +368,19 @@ async def wait_shared(
     period: float,
     deadline: float | None,
     alone: Callable[[], Awaitable[Run | None]],
+    *,
+    since: float | None = None,
 ) -> Run | None:
     """Wait for ``run_id`` to end with the connection's other waiters in this process, or with
     ``alone()`` (polling the run by itself) when that is cheaper: the run, confirmed with
-    ``runs/get``, or None once ``deadline`` passed."""
+    ``runs/get``, or None once ``deadline`` passed. ``since``: when the wait began (epoch seconds)."""
     watcher = watcher_for(hook)
-    future = watcher.join(run_id, period)
+    future = watcher.join(run_id, period, since)
     if future is None:  # too few waiters yet: poll alone until enough join to sweep
         polled = await watcher.poll_alone(run_id, period, alone, until_sweeping=True)
         if polled is not POLL_YOURSELF:
             return polled  # type: ignore[return-value]
-        future = watcher.join(run_id, period)
+        future = watcher.join(run_id, period, since)
     if future is not None:
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         try:

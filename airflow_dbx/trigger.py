@@ -240,7 +240,7 @@ class DatabricksRunTrigger(_CancellingTrigger):
 
         return await wait_shared(
             hook, self.run_id, self.polling_period_seconds, self.deadline,
-            lambda: hook.a_wait_for_run(self.run_id, watcher),
+            lambda: hook.a_wait_for_run(self.run_id, watcher), since=self.waiting_since,
         )
 
     async def _watched(self, hook: DatabricksHook) -> Run:

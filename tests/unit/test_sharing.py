@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_dbx._http.pacing import CLIENT_RATES, Pace, Pacing, endpoint_of
+from airflow_dbx._http.pacing import DEFAULT_LIMIT, LIMITS, START_SHARE, Pace, Pacing, endpoint_of
 from airflow_dbx.models import Run
 from airflow_dbx.sharing import Sweep, wait_shared, watcher_for
 
@@ -63,10 +63,57 @@ def test_jitter_only_delays_a_request_within_one_slot() -> None:
 def test_a_429_holds_the_endpoint_for_its_retry_after() -> None:
     clock = FakeClock()
     pace = Pace(100.0, clock=clock, uniform=no_jitter)
-    pace.hold(4.0)
-    assert pace.reserve() == pytest.approx(4.01)
+    pace.throttled(4.0)
+    assert pace.reserve() == pytest.approx(4.02)  # the Retry-After, then a slot at the halved rate
     clock.now += 5
     assert pace.reserve() == 0.0
+
+
+def test_a_429_halves_the_rate_once_per_moment_down_to_an_eighth_and_calm_brings_it_back() -> None:
+    clock = FakeClock()
+    pace = Pace(80.0, clock=clock, uniform=no_jitter)
+    for _ in range(20):  # the 429s of requests sent together: one cut
+        pace.throttled(1.0)
+    assert pace.rate == 40.0
+    for _ in range(10):  # a 429 every few seconds: a cut each time, never below 80 / 8
+        clock.now += 2
+        pace.throttled(1.0)
+    assert pace.rate == 10.0
+    clock.now += Pace.CALM - 1
+    pace.reserve()
+    assert pace.rate == 10.0  # not calm for long enough yet
+    clock.now += 1
+    pace.reserve()
+    assert pace.rate == 12.5
+    for _ in range(20):
+        clock.now += Pace.CALM
+        pace.reserve()
+    assert pace.rate == 80.0  # never above where it started
+
+
+def test_two_paced_clients_settle_under_a_limit_they_both_started_near() -> None:
+    """Two triggerers at 80% of a 30/s limit each: the workspace's 429s cut both within seconds,
+    and once cut they stay under the limit together."""
+    clock = FakeClock()
+    clients = [Pace(24.0, clock=clock, uniform=no_jitter) for _ in range(2)]
+    tokens, stamp = 30.0, clock.now  # the workspace's bucket: 30/s, a second of burst
+    next_send = [clock.now, clock.now]
+    throttled_at = []
+    step = 0.001
+    while clock.now < 1000.0 + 120:
+        clock.now = round(clock.now + step, 6)
+        for i, pace in enumerate(clients):
+            if clock.now >= next_send[i]:
+                tokens = min(30.0, tokens + (clock.now - stamp) * 30.0)
+                stamp = clock.now
+                if tokens >= 1:
+                    tokens -= 1
+                else:
+                    pace.throttled(1.0)
+                    throttled_at.append(clock.now - 1000.0)
+                next_send[i] = clock.now + max(pace.reserve(), step)
+    assert throttled_at and max(throttled_at) < 60  # 429s in the first minute only
+    assert sum(pace.rate for pace in clients) <= 30.0
 
 
 def test_a_pace_refuses_a_rate_that_is_not_positive() -> None:
@@ -82,7 +129,9 @@ def test_paths_map_to_their_endpoint_and_ids_do_not_make_new_ones() -> None:
     one = pacing.pace("https://a", "/api/2.0/sql/statements/01ef-77")
     assert pacing.pace("https://a", "/api/2.0/sql/statements/99aa-01") is one
     assert pacing.pace("https://b", "/api/2.0/sql/statements/01ef-77") is not one  # per workspace
-    assert CLIENT_RATES["jobs/runs/get"] * 2 <= 100  # two triggerers stay under the documented limit
+    runs_get = pacing.pace("https://a", "/api/2.2/jobs/runs/get")
+    assert runs_get.rate == START_SHARE * LIMITS["jobs/runs/get"] == 80.0
+    assert pacing.pace("https://a", "/api/2.2/jobs/runs/list").rate == START_SHARE * DEFAULT_LIMIT
 
 
 def listed(*pairs: tuple[int, int]) -> list[dict[str, int]]:
@@ -134,32 +183,45 @@ def test_a_removed_run_is_never_proposed() -> None:
     assert sweep.finish() == []
 
 
-def test_sweeps_come_every_two_to_five_seconds_costing_a_quarter_of_per_run_polling() -> None:
-    sweep = Sweep()
+def test_sweeps_come_every_two_to_six_seconds_costing_a_fifth_of_watching_each_run() -> None:
+    clock = FakeClock()
+    sweep = Sweep(clock)
     for run_id in range(2000):
         sweep.add(run_id, 30)
     sweep.pages = 80  # 2,000 active runs
-    assert sweep.interval() == pytest.approx(4.8)  # 80 pages / 4.8 s = a quarter of 2,000 / 30 s
-    sweep.pages = 200
-    assert sweep.interval() == Sweep.SLOWEST
+    # Young runs: a Watcher checks each every 2 s; a fifth of that would be a sweep every 0.4 s.
+    assert sweep.interval() == Sweep.FASTEST
+    clock.now += 100  # a Watcher checks runs waited on for 100 s every 15 s
+    assert sweep.interval() == pytest.approx(5 * 80 / (2000 / 15))
+    clock.now += 1000  # old runs: once a period, 30 s
+    assert sweep.interval() == Sweep.SLOWEST  # 80 pages / 6 s: 0.2 of 2,000 runs / 30 s
     sweep.pages = 1
     assert sweep.interval() == Sweep.FASTEST
 
 
+def test_a_rebuilt_trigger_keeps_the_age_of_its_wait() -> None:
+    clock = FakeClock()
+    sweep = Sweep(clock)
+    for run_id in range(100):
+        sweep.add(run_id, 30, since=clock.now - 3600)  # waited on for an hour before a triggerer restart
+    sweep.pages = 4
+    assert sweep.interval() == Sweep.SLOWEST
+
+
 def test_per_run_polling_takes_over_when_the_workspace_is_crowded_or_few_runs_wait() -> None:
     sweep = Sweep()
-    for run_id in range(5):
+    for run_id in range(4):
         sweep.add(run_id, 30)
-    assert not sweep.worth_it(pages=1)  # five runs at 30 s: 1 request/6 s, less than a page every 5 s
-    sweep.add(5, 30)
+    assert not sweep.worth_it(pages=1)  # four runs at 30 s: 1 request/7.5 s, less than a page every 6 s
+    sweep.add(4, 30)
     assert sweep.worth_it(pages=1)
-    for run_id in range(6, 1000):
+    for run_id in range(5, 1000):
         sweep.add(run_id, 30)
-    assert sweep.worth_it(pages=160)  # 4,000 active runs in the workspace, 1,000 of them here
-    assert not sweep.worth_it(pages=400)  # 10,000: per-run polling costs less
+    assert sweep.worth_it(pages=200)  # 5,000 active runs in the workspace, 1,000 of them here
+    assert not sweep.worth_it(pages=240)  # 6,000: per-run polling costs less
     fast = Sweep()
     fast.add(1, 1)
-    assert fast.worth_it(pages=1)  # one run polled every second costs more than a page every 5 s
+    assert fast.worth_it(pages=1)  # one run polled every second costs more than a page every 6 s
 
 
 def test_once_sweeping_the_last_runs_stay_on_the_sweep_while_one_page_holds_them() -> None:
@@ -239,8 +301,8 @@ async def test_a_batch_is_swept_from_its_first_run_to_its_last(monkeypatch: pyte
     waits = {run_id: asyncio.ensure_future(wait_shared(workspace, run_id, 30, None, alone(run_id)))  # type: ignore[arg-type]
              for run_id in range(1, 11)}
     await asyncio.sleep(0.1)
-    # The first five polled alone until the sixth made a page every few seconds worth it; then all joined.
-    assert sorted(set(polled_alone)) == [1, 2, 3, 4, 5]
+    # The first four polled alone until the fifth made a page every few seconds worth it; then all joined.
+    assert sorted(set(polled_alone)) == [1, 2, 3, 4]
     workspace.active -= set(range(1, 10))  # nine end; run 10, too few to start sweeping for, stays
     for run_id in range(1, 10):
         assert (await asyncio.wait_for(waits[run_id], 5)).run_id == run_id  # type: ignore[union-attr]
