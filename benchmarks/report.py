@@ -431,13 +431,12 @@ def section_scale(data: dict[str, Any]) -> list[str]:
         "`python3 benchmarks/run.py --scale`. Each scenario: N runs of mixed lengths (log-uniform "
         "between the bounds shown) submitted together, then waited on by triggerer processes at default "
         "settings (30 s polling) while each emulator enforces Databricks' documented per-endpoint limits "
-        "(preset `databricks`: runs/get 100/s, runs/list 30/s assumed, ...). Run lengths are compressed "
-        "from the field's seconds-to-an-hour so the whole run stays near 15 minutes; shorter runs favour "
-        "per-run polling (the confirming runs/get weighs more), so the request ratio here is conservative. "
+        "(preset `databricks`: runs/get 100/s, runs/list 30/s assumed, ...); a tenth of the runs fail. "
+        "All scenarios run at once, each on its own emulators, so each hour-long mix takes an hour. "
         "Latency: from the run's end (the emulator's `end_time`) to the trigger's event. Baseline: per-run "
         "polling at 30 s (one runs/get per 30 s of each run's life, plus one). CPU: the triggerer "
-        "processes' CPU per waiting run per minute. The machine is shared (2 cores, other work running): "
-        "see the load averages.", "",
+        "processes' CPU per waiting run per minute. The scenarios share the 2-core machine: see the load "
+        "averages.", "",
         "| scenario | provider | runs | lengths s | events | missed | early | wrong | errors | requests "
         "(runs/get + list) | baseline | ratio | 429 | 429 after 1 min | p50 s | p99 s | max s | "
         "CPU ms/run/min | load |",
