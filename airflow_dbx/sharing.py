@@ -8,9 +8,12 @@ active runs in pages, not in requests per run. A registered run missing from a s
 a *candidate* end: one ``runs/get`` confirms it before its trigger fires, so the event still
 carries the full run. When the workspace holds far more active runs than this process waits
 on, a sweep would cost more than per-run polling, and the triggers poll their runs themselves.
+SQL statement triggers share the same way (:class:`StatementWatcher`), reading their
+statements' states from the query history, a hundred a request.
 
 Every request of the async transport is also paced per workspace and endpoint
-(``_http/pacing.py``). :class:`Sweep`, the pure part, takes an injectable clock.
+(``_http/pacing.py``). :class:`Sweep`, the pure part, takes an injectable clock. The whole
+design is kept in this one module (a little over 400 lines) so that it reads in one place.
 """
 
 from __future__ import annotations
@@ -26,13 +29,13 @@ from airflow_dbx.errors import DatabricksApiError
 from airflow_dbx.waiting import Outage, Watcher
 
 if TYPE_CHECKING:
-    from airflow_dbx.hook import DatabricksHook
     from airflow_dbx.models import Run
 
 Clock = Callable[[], float]
 Uniform = Callable[[float, float], float]
 # Runs started from .. to (ms, inclusive), as runs/list's start_time_from/start_time_to filter them.
 Window = tuple[int | None, int | None]
+Key = Any  # what a waiter waits on: a run id (int) or a statement id (str)
 WHOLE: Window = (None, None)
 
 log = logging.getLogger(__name__)
@@ -54,9 +57,9 @@ class Sweep:
 
     def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
-        self.periods: dict[int, float] = {}
-        self.since: dict[int, float] = {}  # run id -> when its wait began (epoch seconds)
-        self.alone: dict[int, float] = {}  # runs of this process polled one by one, and their periods
+        self.periods: dict[Key, float] = {}
+        self.since: dict[Key, float] = {}  # run id -> when its wait began (epoch seconds)
+        self.alone: dict[Key, float] = {}  # runs of this process polled one by one, and their periods
         self.started: dict[int, int] = {}  # run id -> start_time (ms), as listed
         self.pages = 1
         self._members: set[int] = set()
@@ -65,11 +68,11 @@ class Sweep:
         self._spans: dict[Window, tuple[int, int] | None] = {}
         self._read = 0
 
-    def add(self, run_id: int, period: float, since: float | None = None) -> None:
+    def add(self, run_id: Key, period: float, since: float | None = None) -> None:
         self.periods[run_id] = max(period, 0.001)
         self.since[run_id] = self._clock() if since is None else since
 
-    def remove(self, run_id: int) -> None:
+    def remove(self, run_id: Key) -> None:
         self.periods.pop(run_id, None)
         self.since.pop(run_id, None)
         self.started.pop(run_id, None)
@@ -104,7 +107,8 @@ class Sweep:
         rate = self._watching_rate()
         if rate <= 0:
             return self.SLOWEST
-        return min(max(self.SHARE * self.pages / rate, self.FASTEST), self.SLOWEST)
+        fastest = min([self.FASTEST, *self.periods.values()])  # a waiter asking for 1 s polling gets 1 s sweeps
+        return min(max(self.SHARE * self.pages / rate, fastest), self.SLOWEST)
 
     def windows(self, count: int) -> list[Window]:
         """Up to ``count`` start-time windows (ms, inclusive) that together hold every registered
@@ -173,55 +177,59 @@ class Sweep:
 
 
 class _PollYourself:
-    """A waiter's answer when the shared watcher stops: the trigger polls its run itself."""
+    """A waiter's answer when the shared watcher stops: the trigger polls by itself."""
 
 
 POLL_YOURSELF = _PollYourself()
 MAX_PAGES = 400  # 10,000 active runs: beyond any workspace's concurrency limit
+HISTORY_BATCH = 100  # statement ids per query history request: the URL stays a few kB
+HISTORY_GRACE = 60.0  # seconds a statement may be missing from the history before it is polled alone
+ENDED_IN_HISTORY = frozenset({"FINISHED", "FAILED", "CANCELED"})
 
 
-class SharedWatcher:
-    """The sweeps of one connection in one event loop, and the triggers waiting on them."""
+class _Shared:
+    """What sharing is, apart from how a sweep reads the workspace: the waiters of one
+    connection in one event loop, the sweeps that run while they wait, the confirmation of each
+    end, and the hand-back to per-run polling. Subclasses read the workspace (``_sweep_once``)
+    and one waited-on thing (``_read``)."""
 
-    WINDOWS = 4  # listings side by side: a page's answer time does not add up over a sweep
-
-    def __init__(self, hook: DatabricksHook) -> None:
+    def __init__(self, hook: Any) -> None:
         self.hook = hook
         self.sweep = Sweep()
-        self.waiters: dict[int, list[asyncio.Future[Any]]] = {}
+        self.waiters: dict[Key, list[asyncio.Future[Any]]] = {}
         self.task: asyncio.Task[None] | None = None
-        self.confirming: dict[int, asyncio.Task[None]] = {}
+        self.confirming: dict[Key, asyncio.Task[None]] = {}
         self.crowded_until = 0.0
-        self.sweeping = asyncio.Event()  # set while sweeps run: runs polled alone may join them
+        self.sweeping = asyncio.Event()  # set while sweeps run: waiters polling alone may join them
 
     @property
     def crowded(self) -> bool:
         return time.monotonic() < self.crowded_until
 
-    def join(self, run_id: int, period: float, since: float | None = None) -> asyncio.Future[Any] | None:
-        """A future for the end of ``run_id``, waited on since ``since`` (epoch seconds; None: now);
+    def join(self, key: Key, period: float, since: float | None = None) -> asyncio.Future[Any] | None:
+        """A future for the end of ``key``, waited on since ``since`` (epoch seconds; None: now);
         None: poll it yourself, it is cheaper."""
-        self.sweep.alone.pop(run_id, None)
-        self.sweep.add(run_id, period, since)
+        self.sweep.alone.pop(key, None)
+        self.sweep.add(key, period, since)
         sweeping = self.task is not None and not self.task.done()
         if self.crowded or not (sweeping or self.sweep.worth_it(pages=1)):
-            # A crowded workspace, or too few waiters yet for a page every few seconds (once
-            # sweeps run, one more run on their pages costs nothing).
-            self.sweep.remove(run_id)
-            self.sweep.alone[run_id] = period
+            # A crowded workspace, or too few waiters yet for a request every few seconds (once
+            # sweeps run, one more waiter costs nothing).
+            self.sweep.remove(key)
+            self.sweep.alone[key] = period
             return None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiters.setdefault(run_id, []).append(future)
+        self.waiters.setdefault(key, []).append(future)
         if self.task is None or self.task.done():
             self.task = asyncio.ensure_future(self._run())
             self.sweeping.set()
         return future
 
-    async def poll_alone(self, run_id: int, period: float, alone: Callable[[], Awaitable[Run | None]], *,
-                         until_sweeping: bool = False) -> Run | _PollYourself | None:
-        """``alone()``: the run polled by itself. ``until_sweeping``: only until sweeps begin
-        (then POLL_YOURSELF is turned round: join them), unless the workspace is crowded."""
-        self.sweep.alone[run_id] = period
+    async def poll_alone(self, key: Key, period: float, alone: Callable[[], Awaitable[Any]], *,
+                         until_sweeping: bool = False) -> Any:
+        """``alone()``: polling by itself. ``until_sweeping``: only until sweeps begin (then
+        POLL_YOURSELF is turned round: join them), unless the workspace is crowded."""
+        self.sweep.alone[key] = period
         polling = asyncio.ensure_future(alone())
         try:
             if until_sweeping and not self.crowded:
@@ -235,39 +243,30 @@ class SharedWatcher:
             return await polling
         finally:
             polling.cancel()  # a poll in flight when sweeps began, or the waiter was cancelled
-            self.sweep.alone.pop(run_id, None)
+            self.sweep.alone.pop(key, None)
 
-    def leave(self, run_id: int, future: asyncio.Future[Any]) -> None:
-        self._release(run_id, future)
-        if not future.done():
-            future.cancel()
-
-    def _release(self, run_id: int, future: asyncio.Future[Any]) -> None:
-        futures = self.waiters.get(run_id, [])
+    def leave(self, key: Key, future: asyncio.Future[Any]) -> None:
+        futures = self.waiters.get(key, [])
         if future in futures:
             futures.remove(future)
         if not futures:
-            self.waiters.pop(run_id, None)
-            self.sweep.remove(run_id)
+            self.waiters.pop(key, None)
+            self.sweep.remove(key)
+        if not future.done():
+            future.cancel()
 
-    def _resolve(self, run_id: int, *, result: Any = None, error: BaseException | None = None) -> None:
-        for future in self.waiters.pop(run_id, []):
+    def _resolve(self, key: Key, *, result: Any = None, error: BaseException | None = None) -> None:
+        for future in self.waiters.pop(key, []):
             if future.done():
                 continue
             if error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(result)
-        self.sweep.remove(run_id)
+        self.sweep.remove(key)
 
     async def _run(self) -> None:
         outage = Outage()
-        try:
-            await self._sweep_until_done(outage)
-        finally:
-            self.sweeping.clear()
-
-    async def _sweep_until_done(self, outage: Outage) -> None:
         try:
             while self.waiters:
                 began = time.monotonic()
@@ -275,7 +274,7 @@ class SharedWatcher:
                     await self._sweep_once()
                 except DatabricksApiError as exc:
                     pause = outage.failed(exc)  # raises once the outage lasts too long
-                    log.info("Could not list the workspace's active runs (%s); next sweep in %.0fs", exc, pause)
+                    log.info("A sweep of the workspace's %s failed (%s); next one in %.0fs", self.what, exc, pause)
                     await asyncio.sleep(pause)
                     continue
                 outage.ended()
@@ -287,22 +286,60 @@ class SharedWatcher:
             self._hand_back(0.0)
             raise
         except Exception as exc:  # every waiter goes on by itself; none is left hanging
-            log.warning("Stopped sweeping the workspace's active runs (%s); each run is polled by itself", exc)
+            log.warning("Stopped sweeping the workspace's %s (%s); each is polled by itself", self.what, exc)
             self._hand_back(60.0)
+        finally:
+            self.sweeping.clear()
 
     def _stop_sweeping(self) -> None:
-        crowded = self.sweep.worth_it(pages=1)  # one page would do: the workspace's other runs are the cost
+        crowded = self.sweep.worth_it(pages=1)  # one request would do: the workspace's others are the cost
         if crowded:
-            log.info("The workspace lists %d pages of active runs for %d runs waited on here; polling each run",
-                     self.sweep.pages, len(self.waiters))
+            log.info("A sweep takes %d requests for %d %s waited on here; polling each by itself",
+                     self.sweep.pages, len(self.waiters), self.what)
         self._hand_back(600.0 if crowded else 0.0)
 
     def _hand_back(self, seconds: float) -> None:
-        """Every waiter polls its run itself, and so do new ones for ``seconds``."""
+        """Every waiter polls by itself, and so do new ones for ``seconds``."""
         self.crowded_until = time.monotonic() + seconds
-        for run_id in list(self.waiters):
-            if run_id not in self.confirming:  # else its confirmation answers it, one way or the other
-                self._resolve(run_id, result=POLL_YOURSELF)
+        for key in list(self.waiters):
+            if key not in self.confirming:  # else its confirmation answers it, one way or the other
+                self._resolve(key, result=POLL_YOURSELF)
+
+    what = "active runs"
+
+    async def _sweep_once(self) -> None:
+        raise NotImplementedError
+
+    async def _read(self, key: Key) -> tuple[Any, bool]:
+        """One waited-on thing as the API shows it, and whether it ended."""
+        raise NotImplementedError
+
+    def _confirm_all(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            if key not in self.confirming:
+                task = self.confirming[key] = asyncio.ensure_future(self._confirm(key))
+                task.add_done_callback(lambda _, key=key: self.confirming.pop(key, None))  # type: ignore[misc]
+
+    async def _confirm(self, key: Key) -> None:
+        """One read of a candidate end, so the event carries everything the API says of it."""
+        found: Any = None
+        ended = False
+        try:
+            found, ended = await self._read(key)
+        except DatabricksApiError as exc:
+            if not exc.retryable:
+                self._resolve(key, error=exc)
+                return
+        if ended:
+            self._resolve(key, result=found)
+        elif self.task is None or self.task.done():  # no sweep proposes it again
+            self._resolve(key, result=POLL_YOURSELF)
+
+
+class SharedWatcher(_Shared):
+    """Runs: sweeps of the workspace's active-runs list, each end confirmed with ``runs/get``."""
+
+    WINDOWS = 4  # listings side by side: a page's answer time does not add up over a sweep
 
     async def _sweep_once(self) -> None:
         """Read every page of active runs, a few start-time windows side by side; confirm each
@@ -326,61 +363,81 @@ class SharedWatcher:
                 break
         self._confirm_all(self.sweep.finish_window(window))
 
-    def _confirm_all(self, run_ids: list[int]) -> None:
-        for run_id in run_ids:
-            if run_id not in self.confirming:
-                task = self.confirming[run_id] = asyncio.ensure_future(self._confirm(run_id))
-                task.add_done_callback(lambda _, run_id=run_id: self.confirming.pop(run_id, None))  # type: ignore[misc]
-
-    async def _confirm(self, run_id: int) -> None:
-        """One ``runs/get``: the run's end, with everything the event reports."""
-        run: Run | None = None
-        try:
-            run = await self.hook.a_get_run(run_id)
-        except DatabricksApiError as exc:
-            if not exc.retryable:
-                self._resolve(run_id, error=exc)
-                return
-        if run is not None and run.state.is_terminal:
-            self._resolve(run_id, result=run)
-        elif self.task is None or self.task.done():  # no sweep proposes it again
-            self._resolve(run_id, result=POLL_YOURSELF)
+    async def _read(self, key: Key) -> tuple[Run, bool]:
+        run: Run = await self.hook.a_get_run(key)
+        return run, run.state.is_terminal
 
 
-_WATCHERS: dict[tuple[asyncio.AbstractEventLoop, str], SharedWatcher] = {}
+class StatementWatcher(_Shared):
+    """SQL statements: their statuses read from the query history, a hundred statements a
+    request; each end confirmed by reading the statement. A statement the history has not shown
+    for HISTORY_GRACE seconds (the history lags, or hides others' statements) is polled alone."""
+
+    what = "SQL statements"
+
+    def __init__(self, hook: Any) -> None:
+        super().__init__(hook)
+        self.last_listed: dict[Key, float] = {}
+
+    async def _sweep_once(self) -> None:
+        ids = sorted(self.waiters, key=str)
+        batches = [ids[first:first + HISTORY_BATCH] for first in range(0, len(ids), HISTORY_BATCH)]
+        self.sweep.pages = max(len(batches), 1)
+        now = time.monotonic()
+        for batch in batches:
+            statuses = await self.hook.a_statement_statuses([str(key) for key in batch])
+            for key in batch:
+                self.last_listed.setdefault(key, now)
+                if key in statuses:
+                    self.last_listed[key] = now
+            self._confirm_all(key for key in batch if statuses.get(str(key)) in ENDED_IN_HISTORY)
+        for key in [key for key in self.last_listed if key not in self.waiters]:
+            del self.last_listed[key]
+        for key, listed in list(self.last_listed.items()):
+            if now - listed > HISTORY_GRACE and key not in self.confirming:
+                self._resolve(key, result=POLL_YOURSELF)
+
+    async def _read(self, key: Key) -> tuple[Any, bool]:
+        statement = await self.hook.a_get_statement(str(key))
+        return statement, statement.state.is_terminal
 
 
-def watcher_for(hook: DatabricksHook) -> SharedWatcher:
-    """The shared watcher of the running loop for ``hook``'s connection."""
+_WATCHERS: dict[tuple[asyncio.AbstractEventLoop, str, type[_Shared]], _Shared] = {}
+
+
+def watcher_for(hook: Any, kind: type[_Shared] = SharedWatcher) -> Any:
+    """The shared watcher of ``kind`` in the running loop for ``hook``'s connection."""
     loop = asyncio.get_running_loop()
     for key in [key for key in _WATCHERS if key[0].is_closed()]:
         del _WATCHERS[key]
-    key = (loop, hook.databricks_conn_id)
+    key = (loop, hook.databricks_conn_id, kind)
     watcher = _WATCHERS.get(key)
     if watcher is None:
-        watcher = _WATCHERS[key] = SharedWatcher(hook)
+        watcher = _WATCHERS[key] = kind(hook)
     return watcher
 
 
 async def wait_shared(
-    hook: DatabricksHook,
-    run_id: int,
+    hook: Any,
+    key: Key,
     period: float,
     deadline: float | None,
-    alone: Callable[[], Awaitable[Run | None]],
+    alone: Callable[[], Awaitable[Any]],
     *,
     since: float | None = None,
-) -> Run | None:
-    """Wait for ``run_id`` to end with the connection's other waiters in this process, or with
-    ``alone()`` (polling the run by itself) when that is cheaper: the run, confirmed with
-    ``runs/get``, or None once ``deadline`` passed. ``since``: when the wait began (epoch seconds)."""
-    watcher = watcher_for(hook)
-    future = watcher.join(run_id, period, since)
+    kind: type[_Shared] = SharedWatcher,
+) -> Any:
+    """Wait for ``key`` (a run id, or with ``kind=StatementWatcher`` a statement id) to end with
+    the connection's other waiters in this process, or with ``alone()`` (polling by itself) when
+    that is cheaper: what the confirming read returned, or None once ``deadline`` passed.
+    ``since``: when the wait began (epoch seconds)."""
+    watcher = watcher_for(hook, kind)
+    future = watcher.join(key, period, since)
     if future is None:  # too few waiters yet: poll alone until enough join to sweep
-        polled = await watcher.poll_alone(run_id, period, alone, until_sweeping=True)
+        polled = await watcher.poll_alone(key, period, alone, until_sweeping=True)
         if polled is not POLL_YOURSELF:
-            return polled  # type: ignore[return-value]
-        future = watcher.join(run_id, period, since)
+            return polled
+        future = watcher.join(key, period, since)
     if future is not None:
         timeout = None if deadline is None else max(0.0, deadline - time.time())
         try:
@@ -388,7 +445,7 @@ async def wait_shared(
         except asyncio.TimeoutError:
             return None
         finally:
-            watcher.leave(run_id, future)
+            watcher.leave(key, future)
         if result is not POLL_YOURSELF:
-            return result  # type: ignore[no-any-return]
-    return await watcher.poll_alone(run_id, period, alone)  # type: ignore[return-value]
+            return result
+    return await watcher.poll_alone(key, period, alone)

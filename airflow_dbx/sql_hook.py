@@ -119,6 +119,13 @@ class DatabricksSqlHook(DatabricksHook):
         links are fetched without the workspace's credentials, as presigned URLs require."""
         return self._api.run(self._rows(statement, limit))
 
+    async def a_statement_statuses(self, statement_ids: list[str]) -> dict[str, str]:
+        """The query history's status (QUEUED, RUNNING, FINISHED, FAILED, CANCELED) of each of
+        ``statement_ids`` it lists: one request for up to a hundred statements."""
+        params = {"filter_by.statement_ids": statement_ids, "max_results": len(statement_ids)}
+        answer = await self._api.arun(self._data(QUERY_HISTORY, params=params))
+        return {str(q["query_id"]): str(q.get("status")) for q in answer.get("res") or [] if q.get("query_id")}
+
     def find_statements(self, marker: str, warehouse_id: str, since_ms: int) -> list[dict[str, Any]]:
         """Query history entries whose text contains ``marker``, newest first."""
         return self._api.run(self._history(marker, warehouse_id, since_ms))

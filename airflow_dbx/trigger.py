@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from airflow_dbx.hook import DatabricksHook
     from airflow_dbx.models import Run
     from airflow_dbx.sql_hook import DatabricksSqlHook
+    from airflow_dbx.sql_models import Statement
     from airflow_dbx.waiting import Watcher
 
 log = logging.getLogger(__name__)
@@ -238,10 +239,11 @@ class DatabricksRunTrigger(_CancellingTrigger):
         """With the workspace's other waiters in this process (``airflow_dbx.sharing``), or alone."""
         from airflow_dbx.sharing import wait_shared
 
-        return await wait_shared(
+        run: Run | None = await wait_shared(
             hook, self.run_id, self.polling_period_seconds, self.deadline,
             lambda: hook.a_wait_for_run(self.run_id, watcher), since=self.waiting_since,
         )
+        return run
 
     async def _watched(self, hook: DatabricksHook) -> Run:
         """The run watched: ``run_id``, or with ``task_key`` the latest attempt of that task in it."""
@@ -311,8 +313,16 @@ class DatabricksSQLStatementExecutionTrigger(_CancellingTrigger):
         await self._hook().a_cancel_statement(self.statement_id)
 
     async def _wait(self) -> dict[str, Any]:
+        from airflow_dbx.sharing import StatementWatcher, wait_shared
+
         hook = self._hook()
-        statement = await hook.a_wait_for_statement(self.statement_id, self._watcher(self.end_time))
+        watcher = self._watcher(self.end_time)
+        # With the connection's other statement waiters in this process (the query history), or alone.
+        statement: Statement | None = await wait_shared(
+            hook, self.statement_id, self.polling_period_seconds, self.end_time,
+            lambda: hook.a_wait_for_statement(self.statement_id, watcher),
+            since=self.waiting_since, kind=StatementWatcher,
+        )
         if statement is None:
             statement = await hook.a_get_statement(self.statement_id)
             if not statement.state.is_terminal:

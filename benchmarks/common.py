@@ -144,13 +144,14 @@ def runs_get_count(counters: dict[str, Any]) -> int:
 
 
 def poll_count(counters: dict[str, Any], kind: str = "run") -> int:
-    """The status reads the emulator answered: runs/get, or a statement's GET for ``kind="sql"``."""
+    """The status reads the emulator answered: runs/get, or for ``kind="sql"`` a statement's GET
+    and the query history reads (ours reads many statements' states at once)."""
     if kind == "run":
         return runs_get_count(counters)
     # The emulator counts each statement's path apart: GET sql/statements/<id>.
     return sum(
         int(count) for key, count in counters.get("requests", {}).items()
-        if key.startswith("GET sql/statements/") and "/result" not in key
+        if (key.startswith("GET sql/statements/") and "/result" not in key) or key == "GET sql/history/queries"
     )
 
 

@@ -37,7 +37,7 @@ class Request:
     method: str
     url: str
     label: str
-    params: Mapping[str, str] | None = None
+    params: Mapping[str, str | list[str]] | None = None
     json: Mapping[str, Any] | None = None
     form: Mapping[str, str] | None = field(default=None, repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -78,13 +78,20 @@ def scrub(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def query_params(params: Mapping[str, Any] | None) -> dict[str, str] | None:
-    """Query parameters as the API spells them: no Nones, booleans in lower case."""
+def query_params(params: Mapping[str, Any] | None) -> dict[str, str | list[str]] | None:
+    """Query parameters as the API spells them: no Nones, booleans in lower case, a list as the
+    key repeated (``filter_by.statement_ids=a&filter_by.statement_ids=b``)."""
     if not params:
         return None
-    return {
-        k: ("true" if v else "false") if isinstance(v, bool) else str(v) for k, v in params.items() if v is not None
-    }
+    return {k: _query_value(v) for k, v in params.items() if v is not None}
+
+
+def _query_value(value: Any) -> str | list[str]:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return [str(item) for item in value]
+    return str(value)
 
 
 def read_reply(request: Request, reply: Reply, scrubber: Scrubber) -> dict[str, Any]:

@@ -45,8 +45,10 @@ async def _sql_api(sql: SqlService, request: web.Request, version: str, route: s
     if match := _STATEMENT.match(route):
         return await _statements(sql, request, match, body, user)
     if route == "sql/history/queries" and request.method == "GET":
+        # A list filter repeats its key (filter_by.statement_ids=a&filter_by.statement_ids=b).
+        query = {key: ",".join(request.query.getall(key)) for key in request.query}
         with sql.lock:
-            return _json(200, {"res": sql.history(body), "has_next_page": False})
+            return _json(200, {"res": sql.history(query), "has_next_page": False})
     if match := _WAREHOUSE.match(route):
         with sql.lock:
             return _json(200, _warehouses(sql, request, match, body, user))

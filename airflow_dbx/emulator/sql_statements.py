@@ -183,9 +183,14 @@ class SqlService:
         statement.error = {"error_code": error_code, "message": message}
 
     def history(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        """Query history entries (no paging), filtered by ``filter_by.warehouse_ids`` and start time."""
+        """Query history entries (no paging), filtered by ``filter_by.warehouse_ids``,
+        ``filter_by.statement_ids``, ``filter_by.statuses`` and start time."""
         self.advance()
-        warehouses = {w for w in query.get("filter_by.warehouse_ids", "").split(",") if w}
+
+        def listed(name: str) -> set[str]:
+            return {value for value in query.get(f"filter_by.{name}", "").split(",") if value}
+
+        warehouses, ids, statuses = listed("warehouse_ids"), listed("statement_ids"), listed("statuses")
         since = float(query.get("filter_by.query_start_time_range.start_time_ms") or 0) / 1000
         return [
             {
@@ -196,8 +201,10 @@ class SqlService:
                 "user_name": s.user,
                 "query_start_time_ms": int(s.submitted * 1000),
             }
-            for s in self.statements.values()
+            for s in (self.statements.values() if not ids else
+                      [self.statements[i] for i in sorted(ids) if i in self.statements])
             if (not warehouses or s.warehouse_id in warehouses) and s.submitted >= since
+            and (not statuses or _HISTORY_STATUS.get(s.state, s.state) in statuses)
         ]
 
     # ------------------------------------------------------------------ answers

@@ -196,3 +196,20 @@ def test_without_the_extra_sql_answers_a_clear_error(client: Client, monkeypatch
     assert "airflow-dbx[emulator]" in answer.json()["message"]
     jobs = requests.get(f"{client.emu.url}/api/2.2/jobs/list", headers=client.headers, timeout=30)
     assert jobs.status_code == 200
+
+
+def test_the_query_history_filters_by_statement_ids_and_statuses(client: Client) -> None:
+    done = [client.execute("SELECT 1")["statement_id"] for _ in range(3)]
+    running = client.execute("SELECT 2", wait_timeout="0s", query_tags=[
+        {"key": "emulator_duration", "value": "60"}])["statement_id"]
+    history = f"{client.emu.url}/api/2.0/sql/history/queries"
+
+    def listed(**params: Any) -> dict[str, str]:
+        answer = requests.get(history, params=params, headers=client.headers, timeout=30)
+        assert answer.status_code == 200, answer.text
+        return {q["query_id"]: q["status"] for q in answer.json()["res"]}
+
+    # A list filter repeats its key, as the SDK sends it.
+    assert listed(**{"filter_by.statement_ids": [done[0], running]}) == {done[0]: "FINISHED", running: "RUNNING"}
+    assert set(listed(**{"filter_by.statuses": "RUNNING"})) == {running}
+    assert listed(**{"filter_by.statement_ids": [done[1]], "filter_by.statuses": "RUNNING"}) == {}

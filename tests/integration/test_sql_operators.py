@@ -212,3 +212,28 @@ def test_a_user_stopping_the_deferred_task_cancels(emulator, try_context, monkey
     asyncio.run(user_kills())
     assert emulator.sql.statements[statement_id].state == "CANCELED"
     assert emulator.sql.statements[statement_id].executions == 0
+
+
+def test_statements_waited_on_together_are_read_from_the_query_history(emulator, try_context) -> None:
+    """Twelve deferred statements in one triggerer: their states come from the query history, a
+    request for all of them at once, and each end is confirmed with one read of the statement."""
+    seconds = ["1", "2", "3"] * 4
+    ids = [_slow_statement(emulator, try_context, s) for s in seconds]
+    first_request = len(emulator.requests)
+
+    async def wait_all() -> list[list[dict[str, Any]]]:
+        return await asyncio.gather(*(
+            _events(DatabricksSQLStatementExecutionTrigger(sid, polling_period_seconds=30)) for sid in ids))
+
+    events = asyncio.run(wait_all())
+    assert [event["state"] for (event,) in events] == ["SUCCEEDED"] * len(ids)
+    assert [event["statement_id"] for (event,) in events] == ids
+    log = emulator.requests[first_request:]
+    history = [r for r in log if r.path.endswith("/sql/history/queries")]
+    assert history, "the statements were polled one by one"
+    for sid in ids:
+        reads = [r for r in log if r.path.endswith(f"/sql/statements/{sid}") and r.method == "GET"]
+        # The first four poll alone only until the fifth joins (at once): no read but the confirmation.
+        assert len(reads) == 1, (sid, len(reads))
+        ended = emulator.sql.statements[sid]
+        assert ended.state == "SUCCEEDED" and ended.executions == 1

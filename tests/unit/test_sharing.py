@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_dbx import sharing
 from airflow_dbx._http.pacing import DEFAULT_LIMIT, LIMITS, START_SHARE, Pace, Pacing, endpoint_of
 from airflow_dbx.models import Run
-from airflow_dbx.sharing import Sweep, wait_shared, watcher_for
+from airflow_dbx.sharing import StatementWatcher, Sweep, wait_shared, watcher_for
+from airflow_dbx.sql_models import Statement
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -197,6 +199,8 @@ def test_sweeps_come_every_two_to_six_seconds_costing_a_fifth_of_watching_each_r
     assert sweep.interval() == Sweep.SLOWEST  # 80 pages / 6 s: 0.2 of 2,000 runs / 30 s
     sweep.pages = 1
     assert sweep.interval() == Sweep.FASTEST
+    sweep.add(9999, 1)  # a waiter that asked for 1 s polling
+    assert sweep.interval() == 1
 
 
 def test_a_rebuilt_trigger_keeps_the_age_of_its_wait() -> None:
@@ -319,3 +323,63 @@ async def test_a_batch_is_swept_from_its_first_run_to_its_last(monkeypatch: pyte
     watcher = watcher_for(workspace)  # type: ignore[arg-type]
     assert watcher.task is not None
     await asyncio.wait_for(watcher.task, 5)  # nobody waits: the sweeps stop
+
+
+class History:
+    """A stand-in for the SQL hook's two reads: statuses from the query history, one statement."""
+
+    databricks_conn_id = "history_test"
+
+    def __init__(self, statuses: dict[str, str]) -> None:
+        self.statuses = statuses
+        self.requests: list[list[str]] = []
+        self.gets: list[str] = []
+
+    async def a_statement_statuses(self, statement_ids: list[str]) -> dict[str, str]:
+        self.requests.append(list(statement_ids))
+        return {sid: self.statuses[sid] for sid in statement_ids if sid in self.statuses}
+
+    async def a_get_statement(self, statement_id: str) -> Statement:
+        self.gets.append(statement_id)
+        state = {"FINISHED": "SUCCEEDED", "FAILED": "FAILED"}.get(self.statuses.get(statement_id, ""), "RUNNING")
+        return Statement.from_dict({"statement_id": statement_id, "status": {"state": state}})
+
+
+async def test_statements_are_watched_through_the_query_history_a_hundred_a_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Sweep, "interval", lambda self: 0.01)
+    monkeypatch.setattr(sharing, "HISTORY_GRACE", 0.2)
+    ids = [f"01ef-{n:04d}" for n in range(150)]
+    history = History(dict.fromkeys(ids[:-1], "RUNNING"))  # the last is never listed
+    alone_for: list[str] = []
+
+    def alone(statement_id: str) -> Callable[[], Awaitable[Statement | None]]:
+        async def poll() -> Statement | None:  # a Watcher's loop, quicker
+            alone_for.append(statement_id)
+            while True:
+                await asyncio.sleep(0.05)
+                statement = await history.a_get_statement(statement_id)
+                if statement.state.is_terminal:
+                    return statement
+        return poll
+
+    waits = {sid: asyncio.ensure_future(wait_shared(history, sid, 30, None, alone(sid), kind=StatementWatcher))
+             for sid in ids}
+    await asyncio.sleep(0.1)
+    assert history.requests and max(len(batch) for batch in history.requests) == 100
+    history.statuses.update({ids[0]: "FINISHED", ids[1]: "FAILED"})
+    for sid, state in ((ids[0], "SUCCEEDED"), (ids[1], "FAILED")):
+        statement = await asyncio.wait_for(waits[sid], 5)
+        assert statement.statement_id == sid and statement.state.state == state
+        assert history.gets.count(sid) == 1  # the end confirmed by one read
+    # The statement the history never showed goes back to polling alone after the grace period.
+    await asyncio.sleep(0.4)
+    assert ids[-1] in alone_for
+    history.statuses[ids[-1]] = "FINISHED"
+    assert (await asyncio.wait_for(waits[ids[-1]], 5)).state.state == "SUCCEEDED"
+    assert ids[-1] in alone_for
+    assert not set(alone_for) - {ids[-1], *ids[:4]}  # only the first four waited alone, until the fifth
+    for future in waits.values():
+        future.cancel()
+    await asyncio.gather(*waits.values(), return_exceptions=True)
