@@ -230,7 +230,8 @@ def bench_triggerer(ctx: dict[str, Any]) -> dict[str, Any]:
     triggerer waits on a workspace's runs (a workspace with far more active runs than a triggerer
     waits on is the crowded case, where ours polls each run)."""
     out: dict[str, Any] = {"samples": []}
-    configs = trigger_configs(ctx["quick"])
+    configs = [c for c in trigger_configs(ctx["quick"])
+               if not ctx.get("trigger_only") or f"{c['n']}:{c['period']:g}" in ctx["trigger_only"]]
     for n in dict.fromkeys(config["n"] for config in configs):
         work = ctx["out"] / "triggerer" / f"n{n}"
         with EmulatorProcess(ctx["python"]["ours"], work) as emu:
@@ -412,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", choices=scale.NAMES, help="with --scale: these scenarios only")
     parser.add_argument("--lengths", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="with --scale: run lengths in seconds (default 10 3600)")
+    parser.add_argument("--trigger-only", nargs="+", metavar="N:PERIOD",
+                        help="triggerer section: only these samples, e.g. 1000:30 5000:30")
     parser.add_argument("--ours-python")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     parser.add_argument("--results", type=Path, help="the Markdown report (default benchmarks/RESULTS.md)")
@@ -441,6 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         "py_spy": str(py_spy) if py_spy.exists() else None,
         "scale_scenarios": args.scenarios,
         "scale_lengths": args.lengths,
+        "trigger_only": args.trigger_only,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     meta_file = args.out / "meta.json"
