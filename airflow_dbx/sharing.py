@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.errors import DatabricksApiError
+from airflow_dbx.hook import RUNS_LIST_PAGE
 from airflow_dbx.waiting import Outage, Watcher
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class Sweep:
         self.since: dict[Key, float] = {}  # run id -> when its wait began (epoch seconds)
         self.alone: dict[Key, float] = {}  # runs of this process polled one by one, and their periods
         self.started: dict[int, int] = {}  # run id -> start_time (ms), as listed
-        self.pages = 1
+        self.pages = 1  # requests the last sweep took
+        self.needed = 1  # pages one listing of what it saw would take
         self._members: set[int] = set()
         self._seen: set[int] = set()
         self._proposed: set[int] = set()
@@ -99,7 +101,7 @@ class Sweep:
         """After a sweep: whether to sweep again. While it pays, and also while one page holds
         every active run: the last runs of a batch cost a page every SLOWEST seconds at most, and
         handed back to per-run polling their ends would be seen up to a period late."""
-        return self.pages <= 1 or self.worth_it()
+        return self.needed <= 1 or self.worth_it(pages=self.needed)
 
     def interval(self) -> float:
         """Seconds between sweep starts, for the pages the last sweep read: a share of what
@@ -112,10 +114,11 @@ class Sweep:
 
     def windows(self, count: int) -> list[Window]:
         """Up to ``count`` start-time windows (ms, inclusive) that together hold every registered
-        run, to list side by side; one window of everything while a start time is unknown, and no
-        more windows than the last sweep read pages (each window costs a page at least)."""
+        run, to list side by side; one window of everything while a start time is unknown, and
+        no more windows than half the pages a whole listing takes (each window costs a page at
+        least, so a few pages are read in one)."""
         starts = sorted(self.started[r] for r in self.periods if r in self.started)
-        count = min(count, self.pages)
+        count = min(count, self.needed // 2)
         if not starts or len(starts) < len(self.periods) or count <= 1:
             return [WHOLE]
         size = math.ceil(len(starts) / count)
@@ -168,6 +171,7 @@ class Sweep:
     def finish(self) -> list[int]:
         """The sweep read its last page: every registered run it did not list is a candidate."""
         self.pages = max(self._read, 1)
+        self.needed = max(1, math.ceil(len(self._seen) / RUNS_LIST_PAGE))
         return [r for window in list(self._spans) for r in self.finish_window(window)]
 
     def _propose(self, runs: Iterable[int]) -> list[int]:
@@ -382,7 +386,7 @@ class StatementWatcher(_Shared):
     async def _sweep_once(self) -> None:
         ids = sorted(self.waiters, key=str)
         batches = [ids[first:first + HISTORY_BATCH] for first in range(0, len(ids), HISTORY_BATCH)]
-        self.sweep.pages = max(len(batches), 1)
+        self.sweep.pages = self.sweep.needed = max(len(batches), 1)
         now = time.monotonic()
         for batch in batches:
             statuses = await self.hook.a_statement_statuses([str(key) for key in batch])

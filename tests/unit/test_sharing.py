@@ -231,14 +231,23 @@ def test_per_run_polling_takes_over_when_the_workspace_is_crowded_or_few_runs_wa
 def test_once_sweeping_the_last_runs_stay_on_the_sweep_while_one_page_holds_them() -> None:
     sweep = Sweep()
     sweep.add(1, 30)
-    sweep.pages = 1
-    assert not sweep.worth_it()  # too few to start sweeping for ...
+    assert not sweep.worth_it(pages=1)  # too few to start sweeping for ...
+    sweep.begin()
+    sweep.page(listed(*((run_id, run_id) for run_id in range(1, 26))))  # 25 active runs: one page
+    sweep.finish()
     assert sweep.keeps_going()  # ... but a sweep that runs goes on for the last of a batch
-    sweep.pages = 2  # the workspace's other runs fill a second page: polling this one costs less
-    assert not sweep.keeps_going()
+    sweep.begin([(1, 10), (11, 25)])  # even when it was read in two windows (two requests)
+    sweep.page(listed(*((run_id, run_id) for run_id in range(1, 11))), (1, 10))
+    sweep.page(listed(*((run_id, run_id) for run_id in range(11, 26))), (11, 25))
+    sweep.finish()
+    assert sweep.pages == 2 and sweep.needed == 1 and sweep.keeps_going()
+    sweep.begin()
+    sweep.page(listed(*((run_id, run_id) for run_id in range(1, 51))))  # the workspace's other runs: two pages
+    sweep.finish()
+    assert not sweep.keeps_going()  # polling this one costs less
     for run_id in range(2, 1000):
         sweep.add(run_id, 30)
-    sweep.pages = 160
+    sweep.needed = sweep.pages = 160
     assert sweep.keeps_going()
 
 
@@ -251,7 +260,7 @@ def test_known_start_times_split_into_windows_listed_side_by_side() -> None:
     sweep.page(listed(*((run_id, 100 * run_id) for run_id in range(8, 0, -1))))
     sweep.finish()
     assert sweep.windows(4) == [(None, None)]  # one page held them all: one page again
-    sweep.pages = 80
+    sweep.needed = 80
     assert sweep.windows(4) == [(100, 200), (300, 400), (500, 600), (700, 800)]
     sweep.started[3] = 200  # runs that started in the same millisecond stay in one window
     assert sweep.windows(4)[0] == (100, 200) and sweep.windows(4)[1] == (400, 500)
