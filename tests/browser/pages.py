@@ -132,10 +132,19 @@ class AirflowUI:
         )
 
     def asset(self, asset_id: int, *texts: str) -> None:
-        """An asset's page, once it shows each of ``texts``."""
-        self.open(f"/assets/{asset_id}")
-        for text in texts:
-            self.wait(f"{text!r} on the asset page", lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text)
+        """An asset's page, once it shows each of ``texts``. Its graph of producers and consumers
+        is laid out after the page loads, slowly on a busy machine: the page is opened again
+        once before giving up."""
+        for attempt in (1, 2):
+            self.open(f"/assets/{asset_id}")
+            try:
+                for text in texts:
+                    self.wait(f"{text!r} on the asset page",
+                              lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text, 60)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
 
     def extra_link(self, name: str) -> WebElement:
         """The task page's extra link called ``name`` (the UI shows a link once its URL is known)."""
