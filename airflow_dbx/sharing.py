@@ -19,6 +19,7 @@ design is kept in this one module (a little over 400 lines) so that it reads in 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import math
 import time
@@ -68,6 +69,8 @@ class Sweep:
         self._seen: set[int] = set()
         self._proposed: set[int] = set()
         self._spans: dict[Window, tuple[int, int] | None] = {}
+        self._by_start: list[tuple[int, int]] = []
+        self._starts: list[int] = []
         self._read = 0
 
     def add(self, run_id: Key, period: float, since: float | None = None) -> None:
@@ -134,6 +137,10 @@ class Sweep:
 
     def begin(self, windows: Iterable[Window] = (WHOLE,)) -> None:
         self._members = set(self.periods)
+        # The members whose start time is known, by start time: a page looks up only those its
+        # runs newly cover, so a sweep costs O(pages x log members), not O(pages x members).
+        self._by_start = sorted((self.started[r], r) for r in self._members if r in self.started)
+        self._starts = [start for start, _ in self._by_start]
         self._seen, self._proposed, self._read = set(), set(), 0
         self._spans = dict.fromkeys(windows)
 
@@ -142,7 +149,7 @@ class Sweep:
         if window not in self._spans:  # a page of a sweep that is over
             return []
         self._read += 1
-        span = self._spans[window]
+        before = span = self._spans[window]
         for run in runs:
             run_id, start = run.get("run_id"), run.get("start_time")
             if not isinstance(run_id, int):
@@ -156,8 +163,18 @@ class Sweep:
         self._spans[window] = span
         if span is None:
             return []
-        low, high = span
-        return self._propose(r for r in self._members if low < self.started.get(r, low) < high)
+        return self._propose(self._newly_inside(before, span))
+
+    def _newly_inside(self, before: tuple[int, int] | None, after: tuple[int, int]) -> list[int]:
+        """Members whose start lies strictly inside ``after`` and not strictly inside ``before``."""
+        starts, low, high = self._starts, *after
+        first, end = bisect.bisect_right(starts, low), bisect.bisect_left(starts, high)
+        if before is None:
+            return [r for _, r in self._by_start[first:end]]
+        old_low, old_high = before
+        below = min(bisect.bisect_right(starts, old_low), end)  # the new part under the old span ...
+        above = max(bisect.bisect_left(starts, old_high), below, first)  # ... and over it
+        return [r for _, r in (*self._by_start[first:below], *self._by_start[above:end])]
 
     def finish_window(self, window: Window = WHOLE) -> list[int]:
         """Every page of ``window`` was read: each registered run in it that was not listed is a candidate."""
@@ -166,7 +183,8 @@ class Sweep:
         low, high = window
         if low is None or high is None:
             return self._propose(self._members)
-        return self._propose(r for r in self._members if low <= self.started.get(r, low - 1) <= high)
+        inside = self._by_start[bisect.bisect_left(self._starts, low):bisect.bisect_right(self._starts, high)]
+        return self._propose(r for _, r in inside)
 
     def finish(self) -> list[int]:
         """The sweep read its last page: every registered run it did not list is a candidate."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -278,6 +279,38 @@ def test_a_window_proposes_only_its_own_runs_once_its_pages_are_read() -> None:
     assert sweep.page(listed((4, 400), (3, 300)), late) == []
     assert sweep.finish() == []
     assert sweep.page(listed((9, 900)), (500, 600)) == []  # a page from a sweep that is over
+
+
+def test_each_page_proposes_what_a_scan_of_every_registered_run_would() -> None:
+    """The sweep looks up only the start times a page newly covers; a scan of every registered
+    run after each page must find the same candidates: ties, unknown start times, and pages that
+    repeat or skip runs included."""
+    rng = random.Random(17)
+    for _ in range(300):
+        sweep = Sweep()
+        registered = rng.sample(range(1, 500), 40)
+        starts = {run_id: rng.randrange(40) * 10 for run_id in range(1, 500)}
+        for run_id in registered:
+            sweep.add(run_id, 30)
+            if rng.random() < 0.8:
+                sweep.started[run_id] = starts[run_id]
+        known = dict(sweep.started)
+        active = rng.sample(range(1, 500), 60)
+        # newest first, but a few out of order, so a page can also widen the span upwards
+        listing = sorted(active, key=lambda run_id: -starts[run_id] + rng.choice((0, 0, 100)))
+        sweep.begin()
+        seen: set[int] = set()
+        proposed: set[int] = set()
+        while listing:
+            size, shift = rng.randint(1, 25), rng.randint(-3, 3)  # runs ending mid-sweep shift the pages
+            page, listing = listing[:size], listing[max(1, size + shift):]
+            seen.update(page)
+            covered = [starts[run_id] for run_id in seen]
+            low, high = min(covered), max(covered)
+            scan = {r for r in registered if r not in seen and low < known.get(r, low) < high} - proposed
+            assert set(sweep.page(listed(*((run_id, starts[run_id]) for run_id in page)))) == scan
+            proposed |= scan
+        assert set(sweep.finish()) == set(registered) - seen - proposed
 
 
 class Workspace:
