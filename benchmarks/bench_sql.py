@@ -138,7 +138,7 @@ def section(ctx: dict[str, Any]) -> dict[str, Any]:
                               {"footprint_error": done.stderr[-500:]})
             out["samples"].append(sample)
             print(f"  sql {provider} rep {rep}: {json.dumps(sample)[:300]}", flush=True)
-    config = ({"n": 5, "period": 1.0, "warmup": 1.5, "window": 4.0, "waited": 0.0, "idle": 0.2} if quick else
+    config = ({"n": 5, "period": 1.0, "warmup": 1.5, "window": 4.0, "waited": 0.0, "lag_window": 0.5} if quick else
               {"n": 1000, "period": 1.0, "warmup": 5.0, "window": 15.0, "waited": 0.0})
     work = ctx["out"] / "sql"
     with EmulatorProcess(ctx["python"]["ours"], work) as emu:

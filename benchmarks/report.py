@@ -274,10 +274,12 @@ def section_triggerer(data: dict[str, Any]) -> list[str]:
         return []
     lines = ["## 2. Triggerer: N concurrent triggers in one asyncio process", "",
              "Runs stay RUNNING; every trigger's `run()` is a task; figures over the measuring window "
-             "after warm-up. CPU per poll = the trigger process's CPU time in the window / runs/get "
-             "requests the emulator answered in it (the 10 ms lag ticker's own cost, about 1% of a core, "
-             "is included). Connections = TCP connections the event loop opened (counted at "
-             "`loop.create_connection`), whole run; peak established sockets from /proc/net/tcp.", "",
+             "after warm-up (two periods long at 30 s). CPU per run-minute = the trigger process's CPU "
+             "time in the window / (N x window minutes); CPU per poll = that CPU / runs/get requests the "
+             "emulator answered in it. Lag comes from a 10 ms ticker in a window of its own after the "
+             "CPU window, so its cost is not counted. Connections = TCP connections the event loop "
+             "opened (counted at `loop.create_connection`), whole run; peak established sockets from "
+             "/proc/net/tcp.", "",
              "| N | period | provider | CPU ms/poll | CPU ms per run-minute | API requests/s "
              "| polls/s achieved / offered | connections opened "
              "(window) | peak sockets | lag p50 / p99 / max (ms) | peak RSS MiB (before triggers) | "
