@@ -13,7 +13,7 @@ statements' states from the query history, a hundred a request.
 
 Every request of the async transport is also paced per workspace and endpoint
 (``_http/pacing.py``). :class:`Sweep`, the pure part, takes an injectable clock. The whole
-design is kept in this one module (a little over 400 lines) so that it reads in one place.
+design is kept in this one module (under 500 lines) so that it reads in one place.
 """
 
 from __future__ import annotations
@@ -215,6 +215,8 @@ class _Shared:
     end, and the hand-back to per-run polling. Subclasses read the workspace (``_sweep_once``)
     and one waited-on thing (``_read``)."""
 
+    what = "active runs"  # what a sweep reads, for the log
+
     def __init__(self, hook: Any) -> None:
         self.hook = hook
         self.sweep = Sweep()
@@ -326,8 +328,6 @@ class _Shared:
         for key in list(self.waiters):
             if key not in self.confirming:  # else its confirmation answers it, one way or the other
                 self._resolve(key, result=POLL_YOURSELF)
-
-    what = "active runs"
 
     async def _sweep_once(self) -> None:
         raise NotImplementedError
