@@ -131,20 +131,18 @@ class AirflowUI:
             lambda d: d.find_elements(By.XPATH, f"//*[normalize-space()={_xpath_str(task_id)}]"),
         )
 
-    def asset(self, asset_id: int, *texts: str) -> None:
-        """An asset's page, once it shows each of ``texts``. Its graph of producers and consumers
-        is laid out after the page loads, slowly on a busy machine: the page is opened again
-        once before giving up."""
-        for attempt in (1, 2):
-            self.open(f"/assets/{asset_id}")
-            try:
-                for text in texts:
-                    self.wait(f"{text!r} on the asset page",
-                              lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text, 60)
-                return
-            except AssertionError:
-                if attempt == 2:
-                    raise
+    def asset(self, asset_id: int, *texts: str, consumer: str) -> None:
+        """An asset's page, once it shows each of ``texts`` and lists ``consumer`` among the Dags
+        it schedules (the button "1 Dag" under "Scheduled Dags" opens that list). The graph of
+        producers and consumers is laid out after the page loads and does not always draw the
+        consuming Dag, so the list is what is checked."""
+        self.open(f"/assets/{asset_id}")
+        for text in texts:
+            self.wait(f"{text!r} on the asset page",
+                      lambda d, t=text: t in d.find_element(By.TAG_NAME, "body").text, 60)
+        self.button("1 Dag").click()
+        self.wait(f"{consumer!r} among the Dags the asset schedules",
+                  lambda d: consumer in d.find_element(By.TAG_NAME, "body").text)
 
     def extra_link(self, name: str) -> WebElement:
         """The task page's extra link called ``name`` (the UI shows a link once its URL is known)."""

@@ -160,5 +160,5 @@ def test_a_table_written_with_emit_assets_shows_as_an_asset_with_its_event_and_c
     assert [(e["source_dag_id"], e["source_task_id"]) for e in events] == [
         ("dbx_assets_producer", "rebuild_region_totals")
     ]
-    ui.asset(asset["id"], "region_totals", "dbx_assets_consumer")
+    ui.asset(asset["id"], "region_totals", "dbx_assets_producer", consumer="dbx_assets_consumer")
     ui.screenshot(DOCS / "asset-events.png")
