@@ -24,6 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from airflow_dbx.errors import DatabricksApiError
@@ -69,8 +70,7 @@ class Sweep:
         self._seen: set[int] = set()
         self._proposed: set[int] = set()
         self._spans: dict[Window, tuple[int, int] | None] = {}
-        self._by_start: list[tuple[int, int]] = []
-        self._starts: list[int] = []
+        self._by_start: list[tuple[int, int]] = []  # (start_time, run id) of the members, by start
         self._read = 0
 
     def add(self, run_id: Key, period: float, since: float | None = None) -> None:
@@ -140,7 +140,6 @@ class Sweep:
         # The members whose start time is known, by start time: a page looks up only those its
         # runs newly cover, so a sweep costs O(pages x log members), not O(pages x members).
         self._by_start = sorted((self.started[r], r) for r in self._members if r in self.started)
-        self._starts = [start for start, _ in self._by_start]
         self._seen, self._proposed, self._read = set(), set(), 0
         self._spans = dict.fromkeys(windows)
 
@@ -167,13 +166,13 @@ class Sweep:
 
     def _newly_inside(self, before: tuple[int, int] | None, after: tuple[int, int]) -> list[int]:
         """Members whose start lies strictly inside ``after`` and not strictly inside ``before``."""
-        starts, low, high = self._starts, *after
-        first, end = bisect.bisect_right(starts, low), bisect.bisect_left(starts, high)
+        low, high = after
+        first, end = self._index_after(low), self._index_of(high)
         if before is None:
             return [r for _, r in self._by_start[first:end]]
         old_low, old_high = before
-        below = min(bisect.bisect_right(starts, old_low), end)  # the new part under the old span ...
-        above = max(bisect.bisect_left(starts, old_high), below, first)  # ... and over it
+        below = min(self._index_after(old_low), end)  # the new part under the old span ...
+        above = max(self._index_of(old_high), below, first)  # ... and over it
         return [r for _, r in (*self._by_start[first:below], *self._by_start[above:end])]
 
     def finish_window(self, window: Window = WHOLE) -> list[int]:
@@ -183,8 +182,15 @@ class Sweep:
         low, high = window
         if low is None or high is None:
             return self._propose(self._members)
-        inside = self._by_start[bisect.bisect_left(self._starts, low):bisect.bisect_right(self._starts, high)]
-        return self._propose(r for _, r in inside)
+        return self._propose(r for _, r in self._by_start[self._index_of(low):self._index_after(high)])
+
+    def _index_of(self, start: int) -> int:
+        """The first member (by start time) that started at ``start`` or later."""
+        return bisect.bisect_left(self._by_start, start, key=itemgetter(0))
+
+    def _index_after(self, start: int) -> int:
+        """The first member (by start time) that started after ``start``."""
+        return bisect.bisect_right(self._by_start, start, key=itemgetter(0))
 
     def finish(self) -> list[int]:
         """The sweep read its last page: every registered run it did not list is a candidate."""
